@@ -141,11 +141,27 @@ int config_load_string(struct config *cfg, const char *yaml, const char *name, c
 int config_print(const struct config *cfg, FILE *out);
 
 /* Parsers shared with the command-line tools: "250ms", "10s", "30m", "2h", "0" → ms, and
- * "64KiB", "8MiB", "100" → bytes.  Return 0 or -EINVAL. */
+ * "64KiB", "8MiB", "1GiB", "100" → bytes.  Return 0, -EINVAL (syntax) or -ERANGE (does not
+ * fit 64 bits). */
 int config_parse_duration(const char *s, uint64_t *ms);
 int config_parse_size(const char *s, uint64_t *bytes);
 
 /* Returns the index of the feature called name, or -1. */
 int config_feature_index(const struct config *cfg, const char *name);
+
+/* Returns a deep copy of cfg (the caller owns it), or NULL when out of memory. */
+struct config *config_dup(const struct config *cfg);
+
+/* Compares the running configuration a with a re-read one b (SIGHUP), key by key.  Fills out
+ * with "changed: K1, K2; need a restart: K3" (the first part lists the keys that can change
+ * at run time, the second those that only take effect after a restart; "" when nothing
+ * changed).  A change of a kafka.properties secret counts, but no value is ever written.
+ * Returns the number of changed keys that need a restart (0: everything that changed can be
+ * applied live), or -ENOMEM. */
+int config_diff(const struct config *a, const struct config *b, char *out, size_t outlen);
+
+/* Returns 1 if the dotted key (e.g. "log_level") can change at run time, 0 if it needs a
+ * restart, -ENOENT for an unknown key. */
+int config_key_reloadable(const char *key);
 
 #endif
