@@ -83,9 +83,12 @@ $(BUILD)/obj/unit/unit.o: tests/unit/unit.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -c -o $@ $<
 
+# tests/unit/alloc_hook.c counts the allocations of the linked objects (model_predict's test).
+UNIT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc \
+             -Wl,--wrap=posix_memalign
 $(BUILD)/unit-tests: $(BUILD)/obj/unit/unit-main.o $(BUILD)/obj/unit/unit.o $(UNIT_OBJ) \
-                     $(BUILD)/libintentd.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+                     $(BUILD)/obj/unit/alloc_hook.o $(BUILD)/libintentd.a
+	$(CC) $(LDFLAGS) $(UNIT_WRAP) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libintentd.a
 	@mkdir -p $(@D)
