@@ -28,7 +28,7 @@
 
 #define CONFIG_MAX_FILE_BYTES (16u << 20) /* a configuration file is small; refuse a huge one */
 #define CONFIG_MAX_PROPERTIES 256
-#define CONFIG_MAX_BUCKETS (1u << 24)
+#define CONFIG_MAX_BUCKETS    (1u << 24)
 
 enum key_type {
     T_STRING,     /* char *; K_NONEMPTY forbids "" */
@@ -51,16 +51,16 @@ enum key_flags {
 };
 
 struct key {
-    const char *name;   /* dotted: "section.key" or "key" (table) / "key" (feature table) */
+    const char *name; /* dotted: "section.key" or "key" (table) / "key" (feature table) */
     enum key_type type;
-    size_t offset;      /* of the field in its struct (struct config or config_feature) */
-    size_t size;        /* of the field, for T_INT (4 or 8) */
-    size_t count_offset; /* T_UINTLIST, T_FEATURES, T_PROPERTIES: the size_t count */
-    size_t max_items;   /* T_UINTLIST: capacity of the array */
-    const char *def;    /* default, as YAML text (parsed by the same code as a file) */
-    uint64_t min, max;  /* T_INT, T_DURATION (ms), T_SIZE (bytes), T_UINTLIST items */
-    double dmin, dmax;  /* T_DOUBLE */
-    unsigned flags;     /* enum key_flags */
+    size_t offset;            /* of the field in its struct (struct config or config_feature) */
+    size_t size;              /* of the field, for T_INT (4 or 8) */
+    size_t count_offset;      /* T_UINTLIST, T_FEATURES, T_PROPERTIES: the size_t count */
+    size_t max_items;         /* T_UINTLIST: capacity of the array */
+    const char *def;          /* default, as YAML text (parsed by the same code as a file) */
+    uint64_t min, max;        /* T_INT, T_DURATION (ms), T_SIZE (bytes), T_UINTLIST items */
+    double dmin, dmax;        /* T_DOUBLE */
+    unsigned flags;           /* enum key_flags */
     const char *const *names; /* T_ENUM: value names, indexed by value, NULL-terminated */
     /* T_STRING: extra validation; returns NULL or what was expected */
     const char *(*check)(const char *value);
@@ -68,16 +68,15 @@ struct key {
 };
 
 #define FIELD(f) .offset = offsetof(struct config, f), .size = sizeof(((struct config *)0)->f)
-#define FFIELD(f)                                                                           \
-    .offset = offsetof(struct config_feature, f),                                           \
-    .size = sizeof(((struct config_feature *)0)->f)
+#define FFIELD(f)                                                                                  \
+    .offset = offsetof(struct config_feature, f), .size = sizeof(((struct config_feature *)0)->f)
 #define COUNT(f) .count_offset = offsetof(struct config, f)
-#define SEC(s) ((uint64_t)(s) * 1000)
-#define MIN(m) (SEC(m) * 60)
-#define HOUR(h) (MIN(h) * 60)
-#define KIB(k) ((uint64_t)(k) << 10)
-#define MIB(m) ((uint64_t)(m) << 20)
-#define GIB(g) ((uint64_t)(g) << 30)
+#define SEC(s)   ((uint64_t)(s)*1000)
+#define MIN(m)   (SEC(m) * 60)
+#define HOUR(h)  (MIN(h) * 60)
+#define KIB(k)   ((uint64_t)(k) << 10)
+#define MIB(m)   ((uint64_t)(m) << 20)
+#define GIB(g)   ((uint64_t)(g) << 30)
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const activation_names[] = {"relu", "tanh", "sigmoid", NULL};
@@ -90,6 +89,7 @@ static const char *check_listen(const char *value);
 /* The configuration, in the order config_print writes it.  Keys of one section must be
  * contiguous.  Each default sits on its own line so that tuning one is a one-line edit
  * (and config/intentd.yaml documents the same value: a unit test compares them). */
+// clang-format off
 static const struct key config_keys[] = {
     {.name = "state_dir", .type = T_STRING, FIELD(state_dir),
      .def = "/var/lib/intentd",
@@ -135,7 +135,8 @@ static const struct key config_keys[] = {
      .min = 0, .max = HOUR(24 * 30), .doc = "the watermark trails the event times by this"},
     {.name = "labels.idle_timeout", .type = T_DURATION, FIELD(labels.idle_timeout_ms),
      .def = "30s",
-     .min = 0, .max = HOUR(24 * 30), .doc = "an idle partition stops holding the watermark; 0 = never"},
+     .min = 0, .max = HOUR(24 * 30),
+     .doc = "an idle partition stops holding the watermark; 0 = never"},
     {.name = "labels.max_future", .type = T_DURATION, FIELD(labels.max_future_ms),
      .def = "1h",
      .min = 0, .max = HOUR(24 * 30), .flags = K_RELOAD,
@@ -211,7 +212,8 @@ static const struct key config_keys[] = {
      .dmin = 0, .dmax = 1, .flags = K_RELOAD, .doc = "for accuracy, precision, recall"},
     {.name = "evaluation.window", .type = T_INT, FIELD(evaluation.window),
      .def = "10000",
-     .min = 1, .max = 1u << 24, .doc = "examples in the sliding window of the progressive metrics"},
+     .min = 1, .max = 1u << 24,
+     .doc = "examples in the sliding window of the progressive metrics"},
 
     {.name = "snapshot.interval", .type = T_DURATION, FIELD(snapshot.interval_ms),
      .def = "1s",
@@ -219,7 +221,8 @@ static const struct key config_keys[] = {
      .doc = "a changed model is published this often"},
     {.name = "snapshot.min_examples", .type = T_INT, FIELD(snapshot.min_examples),
      .def = "256",
-     .min = 0, .max = UINT64_MAX, .doc = "nothing is served before this many examples were learned"},
+     .min = 0, .max = UINT64_MAX,
+     .doc = "nothing is served before this many examples were learned"},
     {.name = "snapshot.holdout_fraction", .type = T_DOUBLE, FIELD(snapshot.holdout_fraction),
      .def = "0.05",
      .dmin = 0, .dmax = 1, .flags = K_DMAX_OPEN,
@@ -272,7 +275,8 @@ static const struct key feature_keys[] = {
     {.name = "buckets", .type = T_INT, FFIELD(buckets), .min = 1, .max = CONFIG_MAX_BUCKETS,
      .doc = "categorical only: hashed one-hot slots"},
 };
-#define NFEATURE_KEYS (sizeof feature_keys / sizeof feature_keys[0])
+// clang-format on
+#define NFEATURE_KEYS           (sizeof feature_keys / sizeof feature_keys[0])
 #define FEATURE_DEFAULT_BUCKETS 16
 
 /* ---------------------------------------------------------------------------------------- */
@@ -614,8 +618,8 @@ static int want_scalar(struct parse *p, const char *key, const yaml_node_t *n, c
     return 0;
 }
 
-static int parse_uint(struct parse *p, const char *key, const struct key *k,
-                      const yaml_node_t *n, uint64_t *out)
+static int parse_uint(struct parse *p, const char *key, const struct key *k, const yaml_node_t *n,
+                      uint64_t *out)
 {
     char bounds[96], q[64];
     format_bounds(bounds, sizeof bounds, k);
@@ -640,8 +644,8 @@ static int parse_uint(struct parse *p, const char *key, const struct key *k,
     return 0;
 }
 
-static int parse_double(struct parse *p, const char *key, const struct key *k,
-                        const yaml_node_t *n, double *out)
+static int parse_double(struct parse *p, const char *key, const struct key *k, const yaml_node_t *n,
+                        double *out)
 {
     char bounds[96], q[64];
     format_bounds(bounds, sizeof bounds, k);
@@ -665,8 +669,8 @@ static int parse_double(struct parse *p, const char *key, const struct key *k,
     return 0;
 }
 
-static int parse_enum(struct parse *p, const char *key, const struct key *k,
-                      const yaml_node_t *n, int *out)
+static int parse_enum(struct parse *p, const char *key, const struct key *k, const yaml_node_t *n,
+                      int *out)
 {
     char expected[160] = "", q[64];
     for (size_t i = 0; k->names[i]; i++) {
@@ -685,14 +689,16 @@ static int parse_enum(struct parse *p, const char *key, const struct key *k,
 }
 
 /* Replaces *slot with a copy of the node's text. */
-static int parse_string(struct parse *p, const char *key, const struct key *k,
-                        const yaml_node_t *n, char **slot)
+static int parse_string(struct parse *p, const char *key, const struct key *k, const yaml_node_t *n,
+                        char **slot)
 {
     int rc = want_scalar(p, key, n, "a string");
     if (rc) return rc;
     if (is_null(n) && !(k->flags & K_NONEMPTY))
-        return fail_at(p, n->start_mark, "%s: expected a string, got nothing (write \"\" for "
-                       "an empty one)", key);
+        return fail_at(p, n->start_mark,
+                       "%s: expected a string, got nothing (write \"\" for "
+                       "an empty one)",
+                       key);
     if ((k->flags & K_NONEMPTY) && (is_null(n) || !*scalar(n)))
         return fail_at(p, n->start_mark, "%s: expected a non-empty string", key);
     const char *why = k->check ? k->check(scalar(n)) : NULL;
@@ -820,12 +826,14 @@ static int parse_features(struct parse *p, const char *key, const struct key *k,
                           const yaml_node_t *n, void *base)
 {
     if (n->type != YAML_SEQUENCE_NODE)
-        return fail_at(p, n->start_mark,
-                       "%s: expected a list of {name, type, ...} maps, got %s", key, kind(n));
+        return fail_at(p, n->start_mark, "%s: expected a list of {name, type, ...} maps, got %s",
+                       key, kind(n));
     size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     if (count == 0)
-        return fail_at(p, n->start_mark, "%s: the list is empty, the model needs at least one "
-                       "feature", key);
+        return fail_at(p, n->start_mark,
+                       "%s: the list is empty, the model needs at least one "
+                       "feature",
+                       key);
     if (count > CONFIG_MAX_FEATURES)
         return fail_at(p, n->start_mark, "%s: at most %d features, got %zu", key,
                        CONFIG_MAX_FEATURES, count);
@@ -838,8 +846,8 @@ static int parse_features(struct parse *p, const char *key, const struct key *k,
         snprintf(fkey, sizeof fkey, "%s[%zu]", key, i);
         if (m->type != YAML_MAPPING_NODE) {
             rc = fail_at(p, m->start_mark,
-                         "%s: expected a map like {name: PageValues, type: numeric}, got %s",
-                         fkey, kind(m));
+                         "%s: expected a map like {name: PageValues, type: numeric}, got %s", fkey,
+                         kind(m));
             break;
         }
         if ((rc = check_mapping_keys(p, fkey, m))) break;
@@ -855,8 +863,10 @@ static int parse_features(struct parse *p, const char *key, const struct key *k,
             char subkey[160];
             snprintf(subkey, sizeof subkey, "%s.%s", fkey, scalar(kn));
             if (!fk) {
-                rc = fail_at(p, kn->start_mark, "unknown key '%s' in a feature (expected name, "
-                             "type, transform, buckets)", subkey);
+                rc = fail_at(p, kn->start_mark,
+                             "unknown key '%s' in a feature (expected name, "
+                             "type, transform, buckets)",
+                             subkey);
                 break;
             }
             if (strcmp(fk->name, "type") == 0) has_type = true;
@@ -874,14 +884,20 @@ static int parse_features(struct parse *p, const char *key, const struct key *k,
         if (!f->name) {
             rc = fail_at(p, m->start_mark, "%s: a feature needs a name", fkey);
         } else if (!has_type) {
-            rc = fail_at(p, m->start_mark, "%s (%s): a feature needs a type: numeric | "
-                         "categorical | boolean", fkey, f->name);
+            rc = fail_at(p, m->start_mark,
+                         "%s (%s): a feature needs a type: numeric | "
+                         "categorical | boolean",
+                         fkey, f->name);
         } else if (has_buckets && f->type != FEATURE_CATEGORICAL) {
-            rc = fail_at(p, buckets_mark, "%s.buckets (%s): only a categorical feature has "
-                         "buckets, this one is %s", fkey, f->name, feature_type_names[f->type]);
+            rc = fail_at(p, buckets_mark,
+                         "%s.buckets (%s): only a categorical feature has "
+                         "buckets, this one is %s",
+                         fkey, f->name, feature_type_names[f->type]);
         } else if (has_transform && f->type != FEATURE_NUMERIC) {
-            rc = fail_at(p, transform_mark, "%s.transform (%s): only a numeric feature has a "
-                         "transform, this one is %s", fkey, f->name, feature_type_names[f->type]);
+            rc = fail_at(p, transform_mark,
+                         "%s.transform (%s): only a numeric feature has a "
+                         "transform, this one is %s",
+                         fkey, f->name, feature_type_names[f->type]);
         }
         if (rc) break;
         if (f->type == FEATURE_CATEGORICAL && !has_buckets) f->buckets = FEATURE_DEFAULT_BUCKETS;
@@ -953,8 +969,8 @@ static int apply(struct parse *p, const char *key, const struct key *k, const ya
         if (rc || u < k->min || u > k->max) {
             char bounds[96];
             format_bounds(bounds, sizeof bounds, k);
-            return fail_at(p, n->start_mark, "%s: %s is out of range, expected %s", key,
-                           scalar(n), bounds);
+            return fail_at(p, n->start_mark, "%s: %s is out of range, expected %s", key, scalar(n),
+                           bounds);
         }
         *(uint64_t *)f = u;
         return 0;
@@ -1053,8 +1069,8 @@ static int apply_root(struct parse *p, const yaml_node_t *root, struct config *c
             return fail_at(p, vn->start_mark, "%s: expected a mapping of %s.* settings, got %s",
                            name, name, kind(vn));
         if ((rc = check_mapping_keys(p, name, vn))) return rc;
-        for (yaml_node_pair_t *sp = vn->data.mapping.pairs.start;
-             sp < vn->data.mapping.pairs.top; sp++) {
+        for (yaml_node_pair_t *sp = vn->data.mapping.pairs.start; sp < vn->data.mapping.pairs.top;
+             sp++) {
             yaml_node_t *skn = node(p, sp->key), *svn = node(p, sp->value);
             char full[256];
             snprintf(full, sizeof full, "%s.%s", name, scalar(skn));
@@ -1067,8 +1083,8 @@ static int apply_root(struct parse *p, const yaml_node_t *root, struct config *c
 }
 
 /* Parses len bytes of YAML into cfg (which the caller throws away on error). */
-static int parse_into(struct config *cfg, const char *yaml, size_t len, const char *name,
-                      char *err, size_t errlen)
+static int parse_into(struct config *cfg, const char *yaml, size_t len, const char *name, char *err,
+                      size_t errlen)
 {
     struct parse p = {.name = name, .err = err, .errlen = errlen};
     yaml_parser_t parser;
@@ -1167,15 +1183,14 @@ static int read_file(const char *path, char **out, size_t *outlen, char *err, si
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        snprintf(err, errlen, "%s:1:1: cannot open the configuration file: %s", path,
-                 strerror(e));
+        snprintf(err, errlen, "%s:1:1: cannot open the configuration file: %s", path, strerror(e));
         return -e;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
         int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
-        snprintf(err, errlen, "%s:1:1: cannot read the configuration file: %s%s", path,
-                 strerror(e), e == EISDIR ? " (expected a YAML file)" : "");
+        snprintf(err, errlen, "%s:1:1: cannot read the configuration file: %s%s", path, strerror(e),
+                 e == EISDIR ? " (expected a YAML file)" : "");
         close(fd);
         return -e;
     }
@@ -1289,8 +1304,8 @@ int config_feature_index(const struct config *cfg, const char *name)
 /* Whether s can be written as a plain YAML scalar and read back as the same string. */
 static bool plain_ok(const char *s, bool flow)
 {
-    static const char *const reserved[] = {"null", "~", "true", "false", "yes", "no", "on",
-                                           "off", "y", "n", NULL};
+    static const char *const reserved[] = {"null", "~",   "true", "false", "yes", "no",
+                                           "on",   "off", "y",    "n",     NULL};
     if (!*s) return false;
     if (!isalnum((unsigned char)*s) && *s != '/' && *s != '_' && *s != '.') return false;
     for (const char *c = s; *c; c++) {
@@ -1404,25 +1419,22 @@ static void put_value(FILE *out, const struct key *k, const void *base, bool red
     }
 }
 
-#define COMMENT_COLUMN 40
-
-static void put_doc(FILE *out, long start, const char *doc)
+/* Each key's doc goes on the line above it, so that every "key: value" line is exactly that
+ * and scripts can read a value with sed (tests/run-dev.sh does). */
+static void put_doc(FILE *out, const char *indent, const struct key *k)
 {
-    long col = ftell(out) - start;
-    if (col < 0) col = 0;
-    for (long c = col; c < COMMENT_COLUMN - 2; c++) fputc(' ', out);
-    fprintf(out, "  # %s\n", doc);
+    fprintf(out, "%s# %s%s\n", indent, (k->flags & K_RELOAD) ? "(live) " : "", k->doc);
 }
 
 int config_print(const struct config *cfg, FILE *out)
 {
-    /* ftell is how comments are aligned: print through a memory stream, then copy */
+    /* built in memory and written at once: a reader never sees half a configuration */
     char *text = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&text, &len);
     if (!m) return -errno;
-    fputs("# intentd configuration: every key with its effective value "
-          "(config/intentd.yaml documents them)\n",
+    fputs("# intentd: the effective configuration, every default filled in.\n"
+          "# (live) keys take effect on SIGHUP; the others need a restart.\n",
           m);
     const char *section = NULL;
     size_t seclen = 0;
@@ -1442,22 +1454,16 @@ int config_print(const struct config *cfg, FILE *out)
             section = NULL;
         }
         const char *indent = dot ? "  " : "";
-        fflush(m);
-        long start = ftell(m);
+        put_doc(m, indent, k);
         if (k->type == T_FEATURES) {
-            fprintf(m, "%s%s:", indent, leaf);
-            put_doc(m, start, k->doc);
-            const struct config_feature *fs = cfg->features;
+            fprintf(m, "%s%s:\n", indent, leaf);
             for (size_t j = 0; j < cfg->nfeatures; j++) {
                 fprintf(m, "%s  - ", indent);
-                put_feature(m, &fs[j]);
+                put_feature(m, &cfg->features[j]);
                 fputc('\n', m);
             }
-            continue;
-        }
-        if (k->type == T_PROPERTIES && ccount(cfg, k) > 0) {
-            fprintf(m, "%s%s:", indent, leaf);
-            put_doc(m, start, k->doc);
+        } else if (k->type == T_PROPERTIES && ccount(cfg, k) > 0) {
+            fprintf(m, "%s%s:\n", indent, leaf);
             const struct config_property *ps = *(struct config_property *const *)cfield(cfg, k);
             for (size_t j = 0; j < ccount(cfg, k); j++) {
                 fprintf(m, "%s  ", indent);
@@ -1469,12 +1475,11 @@ int config_print(const struct config *cfg, FILE *out)
                     put_string(m, ps[j].value, false);
                 fputc('\n', m);
             }
-            continue;
+        } else {
+            fprintf(m, "%s%s: ", indent, leaf);
+            put_value(m, k, cfg, true);
+            fputc('\n', m);
         }
-        fprintf(m, "%s%s: ", indent, leaf);
-        put_value(m, k, cfg, true);
-        fflush(m);
-        put_doc(m, start, k->doc);
     }
     if (fclose(m) != 0) {
         free(text);

@@ -88,8 +88,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
             const char *arg = argv[optind - 1];
             if (strncmp(arg, "--", 2) == 0) {
                 /* optopt is set for a known long option given an argument it does not take */
-                if (optopt) return bad_usage("option '%.*s' takes no argument",
-                                             (int)strcspn(arg, "="), arg);
+                if (optopt)
+                    return bad_usage("option '%.*s' takes no argument", (int)strcspn(arg, "="),
+                                     arg);
                 return bad_usage("unknown option '%s'", arg);
             }
             char s[3] = {'-', (char)optopt, '\0'};
