@@ -76,6 +76,9 @@ const struct features_column *features_column(const struct features *f, uint32_t
 /* The schema as config_feature entries (names owned by f), for snapshots. */
 const struct config_feature *features_schema(const struct features *f);
 
+/* "numeric" | "categorical" | "boolean" (GET /v1/model, messages). */
+const char *features_type_name(enum feature_type t);
+
 /* Returns the schema column called name, or -1. */
 int features_find(const struct features *f, const char *name);
 

@@ -64,6 +64,11 @@ struct learner *learner_free(struct learner *l);
 const struct features *learner_features(const struct learner *l);
 const struct model_shape *learner_shape(const struct learner *l);
 
+/* Keeps every progressive score so the cumulative AUC is exact instead of binned
+ * (intentd-eval; memory grows with the stream, so not for the daemon).  Only before the
+ * first batch is trained: -EBUSY after; -ENOMEM. */
+int learner_exact_metrics(struct learner *l);
+
 /* Takes one example (copied; see the top of this file).  Returns the number of optimizer
  * steps taken (0 while the minibatch fills), or -EINVAL for a label other than 0/1 or a
  * weight that is not finite and > 0 (the example is dropped). */

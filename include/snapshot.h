@@ -109,9 +109,11 @@ void snapshot_encode_into(const struct snapshot *s, void *buf);
 int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *err,
                     size_t errlen);
 
-/* Compares the schema and shape of s with an encoder and a shape; returns 0 when they are
- * the same, else -EINVAL with err naming the first difference ("feature 3 is Month, not
- * Browser", "hidden width 2 is 32, not 16", ...). */
+/* Compares an expected schema and shape (f, shape: the configuration's) with ones found
+ * (f2, shape2: a checkpoint's or a snapshot's); returns 0 when they are the same, else
+ * -EINVAL with err naming the first difference as "found, not expected": 'feature 3 is
+ * "Month", not "Browser"', 'feature "Month" has 16 buckets, not 32', 'hidden layer 2 has
+ * width 32, not 16', ... */
 int snapshot_check_compatible(const struct features *f, const struct model_shape *shape,
                               const struct features *f2, const struct model_shape *shape2,
                               char *err, size_t errlen);
