@@ -55,6 +55,11 @@ struct checkpoint *checkpoint_free(struct checkpoint *cp); /* accepts NULL; retu
  * Returns 0, -EINVAL (bad name), -ENOMEM. */
 int checkpoint_add(struct checkpoint *cp, const char *name, const void *data, size_t len);
 
+/* The same without the copy: takes ownership of data (from malloc; freed by cp, and also on
+ * failure), e.g. the buffer of learner_save or snapshot_encode.  The caller must not use or
+ * free data afterwards.  Returns 0, -EINVAL (data is then freed too), -ENOMEM. */
+int checkpoint_take(struct checkpoint *cp, const char *name, void *data, size_t len);
+
 /* Finds section `name`: *data points into cp (borrowed, valid until cp is changed or freed;
  * NULL when len is 0), *len its length.  Returns 0 or -ENOENT. */
 int checkpoint_get(const struct checkpoint *cp, const char *name, const void **data, size_t *len);

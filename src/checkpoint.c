@@ -207,6 +207,19 @@ int checkpoint_add(struct checkpoint *cp, const char *name, const void *data, si
     return add_owned(cp, name, copy, len);
 }
 
+int checkpoint_take(struct checkpoint *cp, const char *name, void *data, size_t len)
+{
+    if (!cp || !valid_name(name) || (len && !data)) {
+        free(data);
+        return -EINVAL;
+    }
+    if (!len) {
+        free(data); /* a section of 0 bytes holds no buffer */
+        data = NULL;
+    }
+    return add_owned(cp, name, data, len);
+}
+
 int checkpoint_get(const struct checkpoint *cp, const char *name, const void **data, size_t *len)
 {
     const struct section *s = cp && name ? find(cp, name) : NULL;

@@ -176,6 +176,11 @@ void test_checkpoint_round_trip_every_section_type(void)
     CHECK_INT_EQ(checkpoint_add(cp, "joiner", "old", 3), 0);
     CHECK_INT_EQ(checkpoint_add(cp, "joiner", "pending\0clicks", 14), 0); /* replaces */
     CHECK_INT_EQ(checkpoint_add(cp, "snapshot", NULL, 0), 0);
+    char *owned = strdup("taken, not copied");
+    CHECK_INT_EQ(checkpoint_take(cp, "meta", owned, 17), 0);
+    const void *peek;
+    CHECK_INT_EQ(checkpoint_get(cp, "meta", &peek, NULL), 0);
+    CHECK(peek == owned); /* no copy was made */
     struct checkpoint_offset offs[3] = {
         {"shop.clicks", 0, 0}, {"shop.clicks", 5, 123456789012345LL}, {"shop.transactions", 2, -1}};
     memset(offs[2].topic, 0, sizeof offs[2].topic);
@@ -183,7 +188,7 @@ void test_checkpoint_round_trip_every_section_type(void)
     CHECK_INT_EQ(checkpoint_set_offsets(cp, offs, 3), 0);
     CHECK_INT_EQ(checkpoint_set_u64(cp, "trained_examples", 0xfedcba9876543210ULL), 0);
     CHECK_INT_EQ(checkpoint_set_u64(cp, "served_version", 7), 0);
-    CHECK_INT_EQ(checkpoint_count(cp), 6);
+    CHECK_INT_EQ(checkpoint_count(cp), 7);
     CHECK_STR_EQ(checkpoint_name(cp, 1), "joiner");
 
     char err[512] = "";
@@ -198,10 +203,10 @@ void test_checkpoint_round_trip_every_section_type(void)
     CHECK_INT_EQ(checkpoint_store_load_latest(st, &got, err, sizeof err, collect, &w), 0);
     CHECK_INT_EQ(w.n, 0);
     CHECK_INT_EQ(checkpoint_seq(got), 1);
-    CHECK_INT_EQ(checkpoint_count(got), 6);
-    for (size_t i = 0; i < 6; i++) {
+    CHECK_INT_EQ(checkpoint_count(got), 7);
+    for (size_t i = 0; i < 7; i++) {
         static const char *order[] = {
-            "learner",           "joiner", "snapshot", "offsets", "u64:trained_examples",
+            "learner",           "joiner", "snapshot", "meta", "offsets", "u64:trained_examples",
             "u64:served_version"};
         CHECK_STR_EQ(checkpoint_name(got, i), order[i]);
     }
@@ -215,6 +220,9 @@ void test_checkpoint_round_trip_every_section_type(void)
     CHECK(memcmp(data, "pending\0clicks", 14) == 0);
     CHECK_INT_EQ(checkpoint_get(got, "snapshot", &data, &len), 0);
     CHECK_INT_EQ(len, 0);
+    CHECK_INT_EQ(checkpoint_get(got, "meta", &data, &len), 0);
+    CHECK_INT_EQ(len, 17);
+    CHECK(memcmp(data, "taken, not copied", 17) == 0);
     CHECK_INT_EQ(checkpoint_get(got, "absent", &data, &len), -ENOENT);
 
     struct checkpoint_offset *o = NULL;
@@ -251,6 +259,12 @@ void test_checkpoint_rejects_bad_arguments(void)
     longname[CHECKPOINT_NAME_MAX] = '\0';
     CHECK_INT_EQ(checkpoint_add(cp, longname, "x", 1), 0); /* exactly the maximum */
     CHECK_INT_EQ(checkpoint_add(cp, "x", NULL, 4), -EINVAL);
+    CHECK_INT_EQ(checkpoint_take(cp, "", malloc(8), 8), -EINVAL); /* freed: ASan would tell */
+    CHECK_INT_EQ(checkpoint_take(cp, "empty", malloc(8), 0), 0);
+    size_t elen = 1;
+    const void *edata = "";
+    CHECK_INT_EQ(checkpoint_get(cp, "empty", &edata, &elen), 0);
+    CHECK(edata == NULL && elen == 0);
     CHECK_INT_EQ(checkpoint_set_u64(cp, longname, 1), -EINVAL); /* "u64:" would not fit */
     struct checkpoint_offset empty = {"", 0, 0};
     CHECK_INT_EQ(checkpoint_set_offsets(cp, &empty, 1), -EINVAL);
