@@ -822,6 +822,18 @@ static const struct key *find_key(const struct key *table, size_t n, const char 
     return NULL;
 }
 
+static size_t edit_distance(const char *a, const char *b);
+
+static int unknown_feature_key(struct parse *p, const yaml_node_t *kn, const char *full)
+{
+    for (size_t i = 0; i < NFEATURE_KEYS; i++)
+        if (edit_distance(scalar(kn), feature_keys[i].name) <= 2)
+            return fail_at(p, kn->start_mark, "unknown key '%s' in a feature (did you mean '%s'?)",
+                           full, feature_keys[i].name);
+    return fail_at(p, kn->start_mark,
+                   "unknown key '%s' in a feature (expected name, type, transform, buckets)", full);
+}
+
 static int parse_features(struct parse *p, const char *key, const struct key *k,
                           const yaml_node_t *n, void *base)
 {
@@ -863,10 +875,7 @@ static int parse_features(struct parse *p, const char *key, const struct key *k,
             char subkey[160];
             snprintf(subkey, sizeof subkey, "%s.%s", fkey, scalar(kn));
             if (!fk) {
-                rc = fail_at(p, kn->start_mark,
-                             "unknown key '%s' in a feature (expected name, "
-                             "type, transform, buckets)",
-                             subkey);
+                rc = unknown_feature_key(p, kn, subkey);
                 break;
             }
             if (strcmp(fk->name, "type") == 0) has_type = true;
@@ -1310,7 +1319,9 @@ static bool plain_ok(const char *s, bool flow)
     if (!isalnum((unsigned char)*s) && *s != '/' && *s != '_' && *s != '.') return false;
     for (const char *c = s; *c; c++) {
         if (isalnum((unsigned char)*c) || strchr("_./@+-", *c)) continue;
-        if (!flow && (*c == ':' || *c == ',')) continue; /* no space follows: still plain */
+        /* ':' and ',' stay plain in block context unless a ':' ends the scalar (no space
+         * can follow one here: spaces are not plain-safe) */
+        if (!flow && (*c == ',' || (*c == ':' && c[1]))) continue;
         return false;
     }
     for (int i = 0; reserved[i]; i++)

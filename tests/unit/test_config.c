@@ -210,6 +210,8 @@ void test_config_unknown_in_feature(void)
     CHECK_FAILS(
         "features:\n  - {name: a, type: numeric}\n  - {name: b, type: boolean, colour: red}\n",
         "t.yaml:3:30: ", "features[1].colour", "unknown key");
+    CHECK_FAILS("features:\n  - {name: a, type: numeric, transfrom: log1p}\n",
+                "t.yaml:2:30: ", "features[0].transfrom", "did you mean 'transform'");
     CHECK_FAILS("features:\n  - name: a\n    type: text\n", "t.yaml:3:11: ", "features[0].type",
                 "unknown value 'text'", "numeric | categorical | boolean");
     CHECK_FAILS("features:\n  - {name: a, type: numeric, transform: sqrt}\n",
@@ -389,6 +391,8 @@ void test_config_round_trip(void)
                        "  brokers: \"host one:9092\"\n"
                        "  group_id: \"with \\\"quotes\\\" and \\\\ and #hash\"\n"
                        "  dead_letter_topic: ''\n"
+                       "  clicks_topic: \"trail:\"\n"
+                       "  transactions_topic: a:b,c\n"
                        "  properties:\n"
                        "    security.protocol: SASL_SSL\n"
                        "    client.id: \"a, b: c\"\n"
@@ -422,6 +426,8 @@ void test_config_round_trip(void)
     /* the values themselves survived, not just their printing */
     CHECK_STR_EQ(again->kafka.group_id, "with \"quotes\" and \\ and #hash");
     CHECK_STR_EQ(again->kafka.brokers, "host one:9092");
+    CHECK_STR_EQ(again->kafka.clicks_topic, "trail:");
+    CHECK_STR_HAS(first, "  transactions_topic: a:b,c\n");
     CHECK_STR_EQ(again->features[0].name, "a:b");
     CHECK_STR_EQ(again->features[1].name, "yes");
     CHECK_STR_EQ(again->kafka.properties[1].value, "a, b: c");
