@@ -18,9 +18,9 @@
 #define BROKER_COUNT 1
 
 struct broker {
-    rd_kafka_t *rk;                  /* bookkeeping handle the cluster lives in; owns mc */
-    rd_kafka_mock_cluster_t *mc;     /* the cluster; destroyed before rk */
-    char *bootstrap;                 /* copy of the cluster's bootstrap list */
+    rd_kafka_t *rk;              /* bookkeeping handle the cluster lives in; owns mc */
+    rd_kafka_mock_cluster_t *mc; /* the cluster; destroyed before rk */
+    char *bootstrap;             /* copy of the cluster's bootstrap list */
 };
 
 /* The bookkeeping handle never connects anywhere; its only log lines are the mock's own
@@ -38,8 +38,8 @@ struct broker *broker_new(int partitions, const char *const *topics, size_t ntop
     rd_kafka_conf_t *conf;
 
     if (partitions < 1 || partitions > BROKER_MAX_PARTITIONS) {
-        snprintf(err, errlen, "partitions must be between 1 and %d, not %d",
-                 BROKER_MAX_PARTITIONS, partitions);
+        snprintf(err, errlen, "partitions must be between 1 and %d, not %d", BROKER_MAX_PARTITIONS,
+                 partitions);
         return NULL;
     }
     for (size_t i = 0; i < ntopics; i++) {
@@ -74,8 +74,7 @@ struct broker *broker_new(int partitions, const char *const *topics, size_t ntop
     for (size_t i = 0; i < ntopics; i++) {
         rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(b->mc, topics[i], partitions, 1);
         if (e) {
-            snprintf(err, errlen, "cannot create topic \"%s\": %s", topics[i],
-                     rd_kafka_err2str(e));
+            snprintf(err, errlen, "cannot create topic \"%s\": %s", topics[i], rd_kafka_err2str(e));
             goto fail;
         }
     }
@@ -111,8 +110,8 @@ static int broker_set_state(struct broker *b, int up)
     int rc = 0;
     /* Broker ids of the mock start at 1. */
     for (int32_t id = 1; id <= BROKER_COUNT; id++) {
-        rd_kafka_resp_err_t e = up ? rd_kafka_mock_broker_set_up(b->mc, id)
-                                   : rd_kafka_mock_broker_set_down(b->mc, id);
+        rd_kafka_resp_err_t e =
+            up ? rd_kafka_mock_broker_set_up(b->mc, id) : rd_kafka_mock_broker_set_down(b->mc, id);
         if (e) rc = -EIO;
     }
     return rc;
@@ -144,8 +143,10 @@ int broker_write_bootstrap_file(const char *path, const char *bootstrap)
         size_t n = off < len ? len - off : 1;
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) rc = -errno;
-        else off += (size_t)w;
+        if (w < 0)
+            rc = -errno;
+        else
+            off += (size_t)w;
     }
     if (rc == 0 && fsync(fd) < 0) rc = -errno;
     if (close(fd) < 0 && rc == 0) rc = -errno;
@@ -163,7 +164,8 @@ int broker_read_bootstrap_file(const char *path, char *buf, size_t len)
     if (!f) return -errno;
     if (!fgets(line, sizeof(line), f)) line[0] = '\0';
     fclose(f);
-    for (s = line; *s == ' ' || *s == '\t'; s++) {}
+    for (s = line; *s == ' ' || *s == '\t'; s++) {
+    }
     e = s + strlen(s);
     while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
     *e = '\0';

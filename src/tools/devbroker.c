@@ -76,8 +76,7 @@ int main(int argc, char **argv)
             errno = 0;
             long v = strtol(optarg, &end, 10);
             if (errno || end == optarg || *end || v < 1 || v > BROKER_MAX_PARTITIONS)
-                return devbroker_bad_usage("--partitions wants an integer from 1 to 1024",
-                                           optarg);
+                return devbroker_bad_usage("--partitions wants an integer from 1 to 1024", optarg);
             partitions = (int)v;
             break;
         }

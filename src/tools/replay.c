@@ -37,9 +37,9 @@
 #include "config.h"
 #include "log.h"
 
-#define WHO "replay"
-#define REPLAY_MAX_LEAD_MS 60000u     /* event times never this far ahead of the wall clock */
-#define REPLAY_PROGRESS_MS 2000u      /* progress line period */
+#define WHO                "replay"
+#define REPLAY_MAX_LEAD_MS 60000u /* event times never this far ahead of the wall clock */
+#define REPLAY_PROGRESS_MS 2000u  /* progress line period */
 
 static volatile sig_atomic_t replay_stop; /* set by SIGINT/SIGTERM: stop producing, flush */
 
@@ -128,8 +128,10 @@ static void sbuf_json_string(struct sbuf *b, const char *s)
         sbuf_add(b, run, (size_t)(s - run));
         if (c == 0) break;
         char esc[8];
-        if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
-        else snprintf(esc, sizeof esc, "\\u%04x", c);
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof esc, "\\%c", c);
+        else
+            snprintf(esc, sizeof esc, "\\u%04x", c);
         sbuf_puts(b, esc);
         run = s + 1;
     }
@@ -140,9 +142,12 @@ static void sbuf_json_string(struct sbuf *b, const char *s)
 static int is_json_number(const char *s)
 {
     if (*s == '-') s++;
-    if (*s == '0') s++;
-    else if (*s >= '1' && *s <= '9') while (*s >= '0' && *s <= '9') s++;
-    else return 0;
+    if (*s == '0')
+        s++;
+    else if (*s >= '1' && *s <= '9')
+        while (*s >= '0' && *s <= '9') s++;
+    else
+        return 0;
     if (*s == '.') {
         s++;
         if (!(*s >= '0' && *s <= '9')) return 0;
@@ -195,8 +200,8 @@ static int read_file(const char *path, char **out, size_t *outlen)
 struct csv {
     char *buf;
     size_t ncols;
-    char **header;  /* ncols names */
-    char **cells;   /* nrows * ncols, row-major */
+    char **header; /* ncols names */
+    char **cells;  /* nrows * ncols, row-major */
     size_t nrows;
 };
 
@@ -241,8 +246,10 @@ static int csv_record(char **pp, char ***fields, size_t *n, size_t *cap)
             p++;
             continue;
         }
-        if (c == '\r' && p[1] == '\n') p += 2;
-        else if (c == '\r' || c == '\n') p++;
+        if (c == '\r' && p[1] == '\n')
+            p += 2;
+        else if (c == '\r' || c == '\n')
+            p++;
         break;
     }
     *pp = p;
@@ -265,8 +272,8 @@ static int csv_load(struct csv *csv, const char *path, size_t limit, char *err, 
         p += 3;
     rc = csv_record(&p, &fields, &n, &cap);
     if (rc <= 0) {
-        snprintf(err, errlen, "%s: %s", path, rc == 0 ? "empty file, no header row"
-                                                      : "malformed header row");
+        snprintf(err, errlen, "%s: %s", path,
+                 rc == 0 ? "empty file, no header row" : "malformed header row");
         free(fields);
         return rc == 0 ? -EINVAL : rc;
     }
@@ -345,9 +352,8 @@ static int label_positive(const char *cell, const char *positive)
 
 /* Renders the schema's features of one CSV row as a JSON object into a.  Returns 0, or
  * -EINVAL with err naming the row, column and value. */
-static int render_row(struct sbuf *a, const struct config *cfg, const int *col,
-                      char *const *row, const char *path, size_t rowno, char *err,
-                      size_t errlen)
+static int render_row(struct sbuf *a, const struct config *cfg, const int *col, char *const *row,
+                      const char *path, size_t rowno, char *err, size_t errlen)
 {
     bool first = true;
     sbuf_add(a, "{", 1);
@@ -364,8 +370,8 @@ static int render_row(struct sbuf *a, const struct config *cfg, const int *col,
             char *end;
             double v = strtod(cell, &end);
             if (end == cell || *end || !isfinite(v)) {
-                snprintf(err, errlen, "%s: row %zu, column %s: \"%s\" is not a finite number",
-                         path, rowno, feat->name, cell);
+                snprintf(err, errlen, "%s: row %zu, column %s: \"%s\" is not a finite number", path,
+                         rowno, feat->name, cell);
                 return -EINVAL;
             }
             if (is_json_number(cell)) {
@@ -381,8 +387,10 @@ static int render_row(struct sbuf *a, const struct config *cfg, const int *col,
             } else if (strcasecmp(cell, "false") == 0 || strcmp(cell, "0") == 0) {
                 sbuf_puts(a, "false");
             } else {
-                snprintf(err, errlen, "%s: row %zu, column %s: \"%s\" is not a boolean "
-                         "(true/false or 1/0)", path, rowno, feat->name, cell);
+                snprintf(err, errlen,
+                         "%s: row %zu, column %s: \"%s\" is not a boolean "
+                         "(true/false or 1/0)",
+                         path, rowno, feat->name, cell);
                 return -EINVAL;
             }
         } else {
@@ -426,11 +434,14 @@ static int input_csv(struct input *in, const struct config *cfg, const char *pat
         if (col[f] < 0)
             LOG(LOG_WARN, WHO, "feature %s is not a column of %s: it is never sent",
                 cfg->features[f].name, path);
-        else found++;
+        else
+            found++;
     }
     if (csv.nrows > 0 && found == 0) {
-        snprintf(err, errlen, "%s: none of the %zu features of the schema is a column "
-                 "(wrong --config?)", path, cfg->nfeatures);
+        snprintf(err, errlen,
+                 "%s: none of the %zu features of the schema is a column "
+                 "(wrong --config?)",
+                 path, cfg->nfeatures);
         rc = -EINVAL;
         goto out;
     }
@@ -462,8 +473,7 @@ out:
 
 /* Reads the JSONL file: one event per non-empty line (CR before LF stripped).  Returns 0 or
  * -errno with err filled. */
-static int input_jsonl(struct input *in, const char *path, size_t limit, char *err,
-                       size_t errlen)
+static int input_jsonl(struct input *in, const char *path, size_t limit, char *err, size_t errlen)
 {
     char *buf;
     size_t len, cap = 0;
@@ -501,8 +511,10 @@ static int input_jsonl(struct input *in, const char *path, size_t limit, char *e
         it->off = in->arena.len;
         sbuf_add(&in->arena, p, n);
         sbuf_add(&in->arena, "", 1);
-        if (it->kind == KIND_TXN) in->ntxn_items++;
-        else in->nclick_items++;
+        if (it->kind == KIND_TXN)
+            in->ntxn_items++;
+        else
+            in->nclick_items++;
     }
     free(buf);
     if (in->arena.oom) {
@@ -516,12 +528,12 @@ static int input_jsonl(struct input *in, const char *path, size_t limit, char *e
 
 struct replay {
     rd_kafka_t *rk;
-    const char *topic[2];     /* by enum kind */
-    uint64_t sent[2];         /* produce() accepted, by kind */
-    uint64_t delivered[2];    /* delivery reports without error, by kind */
-    uint64_t failed;          /* delivery reports with an error */
-    bool fatal;               /* the producer hit a fatal error */
-    struct log_ratelimit rl;  /* delivery error lines */
+    const char *topic[2];    /* by enum kind */
+    uint64_t sent[2];        /* produce() accepted, by kind */
+    uint64_t delivered[2];   /* delivery reports without error, by kind */
+    uint64_t failed;         /* delivery reports with an error */
+    bool fatal;              /* the producer hit a fatal error */
+    struct log_ratelimit rl; /* delivery error lines */
 };
 
 static void replay_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -553,8 +565,7 @@ static void replay_on_error(rd_kafka_t *rk, int err, const char *reason, void *o
     /* Transport errors repeat while a broker is away; librdkafka retries by itself and
      * message.timeout.ms bounds the wait, so they are worth a line, not an exit. */
     uint64_t suppressed;
-    if (log_ratelimit_ok(&r->rl, &suppressed))
-        LOG(LOG_WARN, WHO, "kafka: %s", reason);
+    if (log_ratelimit_ok(&r->rl, &suppressed)) LOG(LOG_WARN, WHO, "kafka: %s", reason);
 }
 
 static void replay_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -563,8 +574,7 @@ static void replay_on_log(const rd_kafka_t *rk, int level, const char *fac, cons
     /* error_cb already reports what matters, rate-limited; the raw log repeats it. */
 }
 
-static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v, char *err,
-                    size_t errlen)
+static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t errlen)
 {
     char errstr[512];
     if (rd_kafka_conf_set(conf, k, v, errstr, sizeof errstr) == RD_KAFKA_CONF_OK) return 0;
@@ -612,13 +622,11 @@ static int replay_open(struct replay *r, const struct config *cfg, const char *b
 
 /* Sends one event, waiting while the local queue is full.  Returns 0, or -1 when stopped
  * or when produce failed for another reason (logged). */
-static int replay_send(struct replay *r, int kind, const char *key, const char *value,
-                       size_t len)
+static int replay_send(struct replay *r, int kind, const char *key, const char *value, size_t len)
 {
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            r->rk, RD_KAFKA_V_TOPIC(r->topic[kind]),
-            RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+            r->rk, RD_KAFKA_V_TOPIC(r->topic[kind]), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
             RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_OPAQUE((void *)(intptr_t)kind), RD_KAFKA_V_END);
         if (!e) {
@@ -701,8 +709,22 @@ static int resolve_brokers(const char *opt, const struct config *cfg, char *out,
 
 int main(int argc, char **argv)
 {
-    enum { OPT_BROKERS = 256, OPT_CONFIG, OPT_CSV, OPT_LABEL, OPT_POSITIVE, OPT_JSONL, OPT_RATE, OPT_LOOP,
-           OPT_SHUFFLE, OPT_LIMIT, OPT_DIRECT, OPT_STEP, OPT_TXN_DELAY, OPT_TIMEOUT };
+    enum {
+        OPT_BROKERS = 256,
+        OPT_CONFIG,
+        OPT_CSV,
+        OPT_LABEL,
+        OPT_POSITIVE,
+        OPT_JSONL,
+        OPT_RATE,
+        OPT_LOOP,
+        OPT_SHUFFLE,
+        OPT_LIMIT,
+        OPT_DIRECT,
+        OPT_STEP,
+        OPT_TXN_DELAY,
+        OPT_TIMEOUT
+    };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, OPT_BROKERS},
         {"config", required_argument, NULL, OPT_CONFIG},
@@ -731,14 +753,30 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_BROKERS: brokers_opt = optarg; break;
-        case OPT_CONFIG: config_path = optarg; break;
-        case OPT_CSV: csv_path = optarg; break;
-        case OPT_LABEL: label = optarg; break;
-        case OPT_POSITIVE: positive = optarg; break;
-        case OPT_JSONL: jsonl_path = optarg; break;
-        case OPT_LOOP: loop = true; break;
-        case OPT_DIRECT: direct = true; break;
+        case OPT_BROKERS:
+            brokers_opt = optarg;
+            break;
+        case OPT_CONFIG:
+            config_path = optarg;
+            break;
+        case OPT_CSV:
+            csv_path = optarg;
+            break;
+        case OPT_LABEL:
+            label = optarg;
+            break;
+        case OPT_POSITIVE:
+            positive = optarg;
+            break;
+        case OPT_JSONL:
+            jsonl_path = optarg;
+            break;
+        case OPT_LOOP:
+            loop = true;
+            break;
+        case OPT_DIRECT:
+            direct = true;
+            break;
         case OPT_RATE: {
             char *end;
             rate = strtod(optarg, &end);
@@ -759,8 +797,7 @@ int main(int argc, char **argv)
                 return bad_usage("--step wants a duration like 5s", optarg);
             break;
         case OPT_TXN_DELAY:
-            if (config_parse_duration(optarg, &txn_delay_ms) ||
-                txn_delay_ms > REPLAY_MAX_LEAD_MS)
+            if (config_parse_duration(optarg, &txn_delay_ms) || txn_delay_ms > REPLAY_MAX_LEAD_MS)
                 return bad_usage("--txn-delay wants a duration of at most 1m", optarg);
             break;
         case OPT_TIMEOUT:
@@ -768,8 +805,11 @@ int main(int argc, char **argv)
                 timeout_ms > INT32_MAX)
                 return bad_usage("--timeout wants a duration like 30s", optarg);
             break;
-        case 'h': fputs(replay_usage, stdout); return 0;
-        default: return bad_usage("invalid option", NULL);
+        case 'h':
+            fputs(replay_usage, stdout);
+            return 0;
+        default:
+            return bad_usage("invalid option", NULL);
         }
     }
     if (optind < argc) return bad_usage("unexpected argument", argv[optind]);
@@ -790,9 +830,9 @@ int main(int argc, char **argv)
     }
 
     struct input in = {0};
-    int rc = csv_path ? input_csv(&in, cfg, csv_path, label, positive, (size_t)limit, err,
-                                  sizeof err)
-                      : input_jsonl(&in, jsonl_path, (size_t)limit, err, sizeof err);
+    int rc = csv_path
+                 ? input_csv(&in, cfg, csv_path, label, positive, (size_t)limit, err, sizeof err)
+                 : input_jsonl(&in, jsonl_path, (size_t)limit, err, sizeof err);
     if (rc) {
         LOG(LOG_ERROR, WHO, "%s", err);
         goto out_input;
@@ -842,19 +882,26 @@ int main(int argc, char **argv)
     if (csv_path) {
         uint64_t open_ms = cfg->labels.window_ms + cfg->labels.allowed_lateness_ms;
         uint64_t tail = step_ms ? open_ms / step_ms + 1 : in.nitems;
-        LOG(LOG_INFO, WHO, "%zu rows from %s to %s/%s, %s; event time spans %.1f h "
+        LOG(LOG_INFO, WHO,
+            "%zu rows from %s to %s/%s, %s; event time spans %.1f h "
             "(step %" PRIu64 " ms); the last ~%" PRIu64 " clicks are within window + "
             "allowed lateness of the end and close only when later events arrive",
             in.nitems, csv_path, cfg->kafka.clicks_topic,
-            direct ? "(no transactions: --direct)" : cfg->kafka.transactions_topic,
-            brokers, (double)span / 3.6e6, step_ms, tail < in.nitems ? tail : in.nitems);
+            direct ? "(no transactions: --direct)" : cfg->kafka.transactions_topic, brokers,
+            (double)span / 3.6e6, step_ms, tail < in.nitems ? tail : in.nitems);
+        if (loop && !direct)
+            LOG(LOG_INFO, WHO,
+                "--loop: after the first pass event time follows the wall "
+                "clock, so a click's window closes %.1f min after it is sent",
+                (double)open_ms / 60000.0);
         if (!direct && txn_delay_ms >= cfg->labels.window_ms)
-            LOG(LOG_WARN, WHO, "--txn-delay is not shorter than labels.window: "
+            LOG(LOG_WARN, WHO,
+                "--txn-delay is not shorter than labels.window: "
                 "the transactions will not label their clicks");
     } else {
-        LOG(LOG_INFO, WHO, "%zu lines from %s (%zu to %s, %zu to %s), to %s", in.nitems,
-            jsonl_path, in.nclick_items, cfg->kafka.clicks_topic, in.ntxn_items,
-            cfg->kafka.transactions_topic, brokers);
+        LOG(LOG_INFO, WHO, "%zu lines from %s (%zu to %s, %zu to %s), to %s", in.nitems, jsonl_path,
+            in.nclick_items, cfg->kafka.clicks_topic, in.ntxn_items, cfg->kafka.transactions_topic,
+            brokers);
     }
 
     uint64_t rng = seed, g = 0, last_ts = 0, next_progress = mono0 + REPLAY_PROGRESS_MS;
@@ -926,9 +973,10 @@ int main(int argc, char **argv)
                 uint64_t now = log_now_ms();
                 if (now >= next_progress) {
                     next_progress = now + REPLAY_PROGRESS_MS;
-                    LOG(LOG_INFO, WHO, "sent %" PRIu64 ", delivered %" PRIu64 ", failed %"
-                        PRIu64 ", %.0f events/s", replay_total(r.sent),
-                        replay_total(r.delivered), r.failed,
+                    LOG(LOG_INFO, WHO,
+                        "sent %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64
+                        ", %.0f events/s",
+                        replay_total(r.sent), replay_total(r.delivered), r.failed,
                         (double)events * 1000.0 / (double)(now - mono0 + 1));
                 }
             }
@@ -950,9 +998,10 @@ int main(int argc, char **argv)
     double secs = (double)(log_now_ms() - mono0) / 1000.0;
     LOG(LOG_INFO, WHO, "%.2f s, %.0f events/s", secs,
         secs > 0 ? (double)replay_total(r.delivered) / secs : 0.0);
-    LOG(LOG_INFO, WHO, "delivered %" PRIu64 " events (%" PRIu64 " clicks, %" PRIu64
-        " transactions), %" PRIu64 " failed", replay_total(r.delivered),
-        r.delivered[KIND_CLICK], r.delivered[KIND_TXN], r.failed + lost);
+    LOG(LOG_INFO, WHO,
+        "delivered %" PRIu64 " events (%" PRIu64 " clicks, %" PRIu64 " transactions), %" PRIu64
+        " failed",
+        replay_total(r.delivered), r.delivered[KIND_CLICK], r.delivered[KIND_TXN], r.failed + lost);
     rc = (r.failed + lost == 0 && !r.fatal && !(stopped && !replay_stop)) ? 0 : -EIO;
     free(order);
 out_producer:
