@@ -3,16 +3,34 @@
  * main() stays a short story; each step is a function below.  Exit codes: 0 success,
  * 1 a configuration or run-time failure, 2 a bad command line.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "broker.h"
+#include "checkpoint.h"
 #include "config.h"
+#include "http.h"
+#include "ingest.h"
+#include "joiner.h"
+#include "learner.h"
 #include "log.h"
+#include "notify.h"
+#include "queue.h"
+#include "snapshot.h"
+#include "stats.h"
+#include "trainer.h"
 
 #define EXIT_USAGE 2
+#define EMBEDDED_PARTITIONS 4      /* partitions of each topic of the embedded broker */
+#define STATUS_INTERVAL_MS 10000  /* the periodic status line */
 
 struct options {
     const char *config_path; /* -c FILE */
@@ -102,12 +120,384 @@ static int parse_options(int argc, char **argv, struct options *opt)
     return -1;
 }
 
-/* The daemon proper: ingest, trainer, checkpointer and HTTP threads until a signal. */
-static int intentd_run(struct config *cfg)
+/* ---- the daemon ---- */
+
+/* Everything the running daemon owns; main.c is its only owner (STYLE.md rule 5). */
+struct intentd {
+    struct config *cfg;
+    const char *config_path;
+    struct stats stats;
+    struct checkpoint_store *store;
+    struct learner *learner;
+    struct joiner *joiner;
+    struct queue *queue;
+    struct snapshot_slot slot;
+    struct broker *broker;       /* kafka.brokers: embedded */
+    char brokers[4096];
+    struct http *http;
+    struct ingest *ingest;
+    struct trainer *trainer;
+    struct notify_watchdog *watchdog;
+    uint64_t served_version;     /* restored from the checkpoint */
+    struct checkpoint_offset *resume_offsets;
+    size_t nresume;
+    uint64_t resume_counters[INGEST_NCOUNTERS];
+    int have_counters;
+};
+
+static void warn_checkpoint(void *ctx, const char *path, const char *why)
 {
-    LOG(LOG_ERROR, "main", "%s: configuration valid; the daemon loop is not built yet",
-        cfg->path ? cfg->path : "(defaults)");
-    return 1;
+    (void)ctx;
+    LOG(LOG_WARN, "main", "skipping checkpoint %s: %s", path, why);
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Loads the newest valid checkpoint into the learner, joiner and slot.  Returns 0 (also
+ * when there is none), or 1 after logging why the daemon must not start. */
+static int restore(struct intentd *d)
+{
+    struct checkpoint *cp = NULL;
+    char err[1024];
+    int rc = checkpoint_store_load_latest(d->store, &cp, err, sizeof err, warn_checkpoint, d);
+    if (rc == -ENOENT) {
+        LOG(LOG_INFO, "main", "no checkpoint in %s: starting afresh%s%s", d->cfg->state_dir,
+            err[0] ? " — " : "", err);
+        return 0;
+    }
+    if (rc < 0) {
+        LOG(LOG_ERROR, "main", "cannot read checkpoints in %s: %s", d->cfg->state_dir, err);
+        return 1;
+    }
+    const void *data;
+    size_t len;
+    if (checkpoint_get(cp, "learner", &data, &len) == 0 &&
+        learner_load(d->learner, data, len, err, sizeof err) != 0) {
+        LOG(LOG_ERROR, "main",
+            "checkpoint %s/checkpoint-%020" PRIu64 ".ck was written for another schema or "
+            "model: %s; to start afresh, move %s aside",
+            d->cfg->state_dir, checkpoint_seq(cp), err, d->cfg->state_dir);
+        checkpoint_free(cp);
+        return 1;
+    }
+    if (checkpoint_get(cp, "joiner", &data, &len) == 0 &&
+        joiner_load(d->joiner, data, len, err, sizeof err) != 0) {
+        LOG(LOG_ERROR, "main", "checkpoint's label joiner state does not load: %s", err);
+        checkpoint_free(cp);
+        return 1;
+    }
+    if (checkpoint_get(cp, "ingest_counters", &data, &len) == 0 &&
+        len == sizeof d->resume_counters) {
+        for (int i = 0; i < INGEST_NCOUNTERS; i++)
+            d->resume_counters[i] = get_le64((const unsigned char *)data + 8 * i);
+        d->have_counters = 1;
+    }
+    checkpoint_get_offsets(cp, &d->resume_offsets, &d->nresume);
+    uint64_t published = 0;
+    checkpoint_get_u64(cp, "published_version", &published);
+    /* model_version never goes back: versions published after this checkpoint (recorded
+     * in STATE_DIR/model-version) are skipped over. */
+    uint64_t mark = trainer_read_version_mark(d->cfg->state_dir);
+    if (mark > published) published = mark;
+    if (checkpoint_get(cp, "snapshot", &data, &len) == 0) {
+        struct snapshot *s = NULL;
+        if (snapshot_decode(data, len, &s, err, sizeof err) == 0) {
+            if (s->version < published) { /* re-issue under a fresh number */
+                struct snapshot_meta meta = {
+                    .version = published + 1,
+                    .created_at_ms = s->created_at_ms,
+                    .trained_examples = s->trained_examples,
+                    .progressive = s->progressive,
+                    .holdout = s->holdout,
+                };
+                struct snapshot *n = snapshot_new(s->features, &s->shape, s->params, s->mean,
+                                                  s->inv_std, &meta);
+                snapshot_release(s);
+                s = n;
+            }
+            if (s) {
+                published = s->version;
+                snapshot_slot_publish(&d->slot, s);
+            }
+        } else {
+            LOG(LOG_WARN, "main", "the checkpoint's snapshot does not decode (%s); serving "
+                "starts with the next one", err);
+        }
+    }
+    d->served_version = published;
+    struct learner_counters c;
+    learner_counters(d->learner, &c);
+    LOG(LOG_INFO, "main",
+        "resumed from checkpoint %" PRIu64 ": %" PRIu64 " examples learned, model version "
+        "%" PRIu64 ", %zu partition offsets",
+        checkpoint_seq(cp), c.examples_trained, published, d->nresume);
+    checkpoint_free(cp);
+    return 0;
+}
+
+static void on_durable(void *ctx, uint64_t seq, int ok, const struct checkpoint_offset *o,
+                       size_t n)
+{
+    struct intentd *d = ctx;
+    ingest_durable(d->ingest, seq, ok, o, n);
+}
+
+/* The watchdog's liveness check: the trainer and ingest loops have run recently and HTTP
+ * is up.  A stalled trainer stops the pings, so systemd restarts the daemon. */
+static int alive(void *ctx)
+{
+    struct intentd *d = ctx;
+    uint64_t now = log_now_ms();
+    return now - trainer_heartbeat_ms(d->trainer) < 10000 &&
+           now - ingest_heartbeat_ms(d->ingest) < 10000 && d->http != NULL;
+}
+
+static int start(struct intentd *d)
+{
+    struct config *cfg = d->cfg;
+    char err[1024] = "";
+    stats_init(&d->stats);
+    snapshot_slot_init(&d->slot);
+
+    d->store = checkpoint_store_open(cfg->state_dir, cfg->checkpoint.keep, err, sizeof err);
+    if (!d->store) {
+        LOG(LOG_ERROR, "main", "state_dir %s is not usable: %s", cfg->state_dir, err);
+        return 1;
+    }
+    d->learner = learner_new(cfg, err, sizeof err);
+    if (!d->learner) {
+        LOG(LOG_ERROR, "main", "cannot create the learner: %s", err);
+        return 1;
+    }
+    const struct features *f = learner_features(d->learner);
+    d->joiner = joiner_new(cfg, features_example_size(f), err, sizeof err);
+    if (!d->joiner) {
+        LOG(LOG_ERROR, "main", "cannot create the label joiner: %s", err);
+        return 1;
+    }
+    if (restore(d)) return 1;
+
+    if (strcmp(cfg->kafka.brokers, "embedded") == 0) {
+        const char *topics[3] = {cfg->kafka.clicks_topic, cfg->kafka.transactions_topic,
+                                 cfg->kafka.dead_letter_topic};
+        size_t ntopics = cfg->kafka.dead_letter_topic[0] ? 3 : 2;
+        d->broker = broker_new(EMBEDDED_PARTITIONS, topics, ntopics, err, sizeof err);
+        if (!d->broker) {
+            LOG(LOG_ERROR, "main", "cannot start the embedded broker: %s", err);
+            return 1;
+        }
+        snprintf(d->brokers, sizeof d->brokers, "%s", broker_bootstrap(d->broker));
+        char path[4096];
+        snprintf(path, sizeof path, "%s/embedded-brokers", cfg->state_dir);
+        if (broker_write_bootstrap_file(path, d->brokers) < 0)
+            LOG(LOG_WARN, "main", "cannot write %s", path);
+        LOG(LOG_INFO, "main", "embedded broker at %s (memory only; address in %s)", d->brokers,
+            path);
+    } else {
+        snprintf(d->brokers, sizeof d->brokers, "%s", cfg->kafka.brokers);
+    }
+
+    d->queue = queue_new(cfg->training.queue_capacity, features_example_size(f));
+    if (!d->queue) {
+        LOG(LOG_ERROR, "main", "out of memory for the example queue");
+        return 1;
+    }
+    d->http = http_new(cfg, &d->slot, f, &d->stats, err, sizeof err);
+    if (!d->http) {
+        LOG(LOG_ERROR, "main", "cannot serve HTTP on %s: %s", cfg->http.listen, err);
+        return 1;
+    }
+    struct ingest_resume resume = {
+        .offsets = d->resume_offsets,
+        .noffsets = d->nresume,
+        .counters = d->have_counters ? d->resume_counters : NULL,
+    };
+    d->ingest = ingest_new(cfg, d->brokers, d->queue, d->joiner, f, &d->stats, &resume, err,
+                           sizeof err);
+    if (!d->ingest) {
+        LOG(LOG_ERROR, "main", "cannot start the Kafka consumer: %s", err);
+        return 1;
+    }
+    struct trainer_params tp = {
+        .cfg = cfg,
+        .learner = d->learner,
+        .queue = d->queue,
+        .slot = &d->slot,
+        .stats = &d->stats,
+        .store = d->store,
+        .durable = on_durable,
+        .durable_ctx = d,
+        .version = d->served_version,
+        .state_dir = cfg->state_dir,
+    };
+    d->trainer = trainer_new(&tp, err, sizeof err);
+    if (!d->trainer || trainer_start(d->trainer) || ingest_start(d->ingest)) {
+        LOG(LOG_ERROR, "main", "cannot start the threads: %s", err[0] ? err : "out of memory");
+        return 1;
+    }
+    LOG(LOG_INFO, "main", "intentd %s serving on http://%s, consuming %s and %s from %s",
+        INTENTD_VERSION, cfg->http.listen, cfg->kafka.clicks_topic,
+        cfg->kafka.transactions_topic, d->brokers);
+    /* READY: HTTP listens and the consumer is subscribed; the group join and a first model
+     * come later (/readyz tells the latter). */
+    notify_send("READY=1");
+    uint64_t wd = notify_watchdog_usec();
+    if (wd) d->watchdog = notify_watchdog_new(notify_watchdog_interval_ms(wd), alive, d);
+    return 0;
+}
+
+/* SIGHUP: re-read the file; apply what can change live, log what needs a restart. */
+static void reload(struct intentd *d)
+{
+    notify_reloading();
+    struct config *n = config_new();
+    char err[1024];
+    if (!n || config_load(n, d->config_path, err, sizeof err) != 0) {
+        LOG(LOG_ERROR, "main", "reload refused, keeping the running configuration: %s",
+            n ? err : "out of memory");
+        config_free(n);
+        notify_send("READY=1");
+        return;
+    }
+    char diff[2048];
+    int restart = config_diff(d->cfg, n, diff, sizeof diff);
+    if (!diff[0]) {
+        LOG(LOG_INFO, "main", "reload: nothing changed");
+    } else {
+        LOG(LOG_INFO, "main", "reload: %s", diff);
+        if (restart > 0)
+            LOG(LOG_WARN, "main", "reload: %d changed setting(s) take effect only after a "
+                "restart; the running values stay", restart);
+    }
+    log_set_level((enum log_level)n->log_level);
+    trainer_reload(d->trainer, n);
+    ingest_set_checkpoint_interval(d->ingest, n->checkpoint.interval_ms);
+    /* The live values are kept for the next diff; the rest of the running config stays. */
+    d->cfg->log_level = n->log_level;
+    d->cfg->optimizer.learning_rate = n->optimizer.learning_rate;
+    d->cfg->training.replay_ratio = n->training.replay_ratio;
+    d->cfg->evaluation.threshold = n->evaluation.threshold;
+    d->cfg->snapshot.interval_ms = n->snapshot.interval_ms;
+    d->cfg->snapshot.max_regression = n->snapshot.max_regression;
+    d->cfg->snapshot.min_holdout = n->snapshot.min_holdout;
+    d->cfg->snapshot.min_examples = n->snapshot.min_examples;
+    d->cfg->training.max_batch_wait_ms = n->training.max_batch_wait_ms;
+    d->cfg->checkpoint.interval_ms = n->checkpoint.interval_ms;
+    config_free(n);
+    notify_send("READY=1");
+}
+
+/* The operator's line: throughput, backlog and learning quality at a glance. */
+static void status_line(struct intentd *d, uint64_t *prev_events, uint64_t *prev_examples,
+                        uint64_t *prev_ms)
+{
+    struct stats *s = &d->stats;
+    uint64_t now = log_now_ms();
+    uint64_t ev = stats_get(&s->events_consumed[0]) + stats_get(&s->events_consumed[1]);
+    uint64_t ex = stats_get(&s->examples_trained);
+    double secs = (double)(now - *prev_ms) / 1000.0;
+    struct snapshot *snap = snapshot_slot_acquire(&d->slot);
+    LOG(LOG_INFO, "status",
+        "events/s %.0f, examples/s %.0f, queue %" PRIu64 ", pending labels %" PRIu64
+        ", trained %" PRIu64 ", progressive AUC %.4f logloss %.4f, model version %" PRIu64
+        "%s",
+        secs > 0 ? (double)(ev - *prev_events) / secs : 0.0,
+        secs > 0 ? (double)(ex - *prev_examples) / secs : 0.0, stats_get(&s->queue_examples),
+        stats_get(&s->pending_labels), ex, stats_get_double(&s->progressive_auc),
+        stats_get_double(&s->progressive_logloss), snap ? snap->version : 0,
+        stats_get(&s->ingest_paused) ? " (ingest paused: trainer behind)" : "");
+    snapshot_release(snap);
+    *prev_events = ev;
+    *prev_examples = ex;
+    *prev_ms = now;
+}
+
+/* Waits for signals until SIGTERM/SIGINT.  All signals are blocked in every thread and
+ * taken here synchronously, so no handler runs inside a library. */
+static void serve(struct intentd *d, const sigset_t *set)
+{
+    uint64_t pe = 0, px = 0, pm = log_now_ms(), last_status = log_now_ms();
+    for (;;) {
+        struct timespec to = {1, 0};
+        int sig = sigtimedwait(set, NULL, &to);
+        if (sig == SIGTERM || sig == SIGINT) {
+            LOG(LOG_INFO, "main", "%s: stopping (final checkpoint, then offsets commit)",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            return;
+        }
+        if (sig == SIGHUP) reload(d);
+        if (sig == SIGUSR1) { /* test seam: stall the trainer (watchdog and lag tests) */
+            LOG(LOG_WARN, "main", "SIGUSR1: trainer stalled (test seam; SIGUSR2 resumes)");
+            trainer_set_stalled(d->trainer, 1);
+        }
+        if (sig == SIGUSR2) {
+            LOG(LOG_INFO, "main", "SIGUSR2: trainer resumed");
+            trainer_set_stalled(d->trainer, 0);
+        }
+        if (log_now_ms() - last_status >= STATUS_INTERVAL_MS) {
+            status_line(d, &pe, &px, &pm);
+            last_status = log_now_ms();
+        }
+    }
+}
+
+static int stop(struct intentd *d)
+{
+    uint64_t t0 = log_now_ms();
+    notify_send("STOPPING=1");
+    d->watchdog = notify_watchdog_free(d->watchdog);
+    trainer_set_stalled(d->trainer, 0);
+    ingest_request_stop(d->ingest);
+    ingest_join(d->ingest);  /* after the final checkpoint is durable and committed */
+    queue_close(d->queue);
+    trainer_join(d->trainer);
+    d->http = http_free(d->http);
+    LOG(LOG_INFO, "main", "stopped in %.1f s", (double)(log_now_ms() - t0) / 1000.0);
+    return 0;
+}
+
+static void teardown(struct intentd *d)
+{
+    d->watchdog = notify_watchdog_free(d->watchdog);
+    d->http = http_free(d->http);
+    d->ingest = ingest_free(d->ingest);
+    if (d->queue) queue_close(d->queue);
+    d->trainer = trainer_free(d->trainer);
+    d->queue = queue_free(d->queue);
+    d->joiner = joiner_free(d->joiner);
+    d->learner = learner_free(d->learner);
+    snapshot_slot_clear(&d->slot);
+    d->broker = broker_free(d->broker);
+    d->store = checkpoint_store_free(d->store);
+    free(d->resume_offsets);
+}
+
+/* The daemon proper: ingest, trainer and HTTP threads until SIGTERM/SIGINT. */
+static int intentd_run(struct config *cfg, const char *config_path)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* before any thread: they all inherit it */
+    signal(SIGPIPE, SIG_IGN);
+
+    struct intentd d = {.cfg = cfg, .config_path = config_path};
+    int rc = start(&d);
+    if (rc == 0) {
+        serve(&d, &set);
+        rc = stop(&d);
+    }
+    teardown(&d);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -135,7 +525,7 @@ int main(int argc, char **argv)
         rc = 0;
     } else {
         log_set_level((enum log_level)cfg->log_level);
-        rc = intentd_run(cfg);
+        rc = intentd_run(cfg, opt.config_path);
     }
 
     config_free(cfg);
