@@ -117,10 +117,13 @@ void joiner_tick(struct joiner *j, uint64_t now_ms);
 void joiner_counts(const struct joiner *j, struct joiner_counts *out);
 
 /* Serialises the whole state (pending sessions with their examples, held transactions,
- * per-partition event-time maxima, assignment and idle flags, the watermark, sequence
- * numbers and counters) into a malloc'd buffer: *buf (caller frees) of *len bytes.
- * Idle clocks are not saved: they restart at the first call after joiner_load.
- * Returns 0 or -ENOMEM. */
+ * per-partition event-time maxima, the watermark, sequence numbers and counters) into a
+ * malloc'd buffer: *buf (caller frees) of *len bytes.  The same state always gives the
+ * same bytes.  Returns 0 or -ENOMEM.
+ * Not restored by joiner_load: which partitions are assigned and idle (that belongs to the
+ * consumer's session: call joiner_assign for the partitions assigned after the restart,
+ * as the rebalance callback does; one not assigned again no longer holds the watermark),
+ * and the idle clocks (they start again at the assignment). */
 int joiner_save(const struct joiner *j, void **buf, size_t *len);
 
 /* Replaces j's state by the one saved in buf[0..len) (the emit callback and the

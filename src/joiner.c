@@ -735,7 +735,8 @@ void joiner_counts(const struct joiner *j, struct joiner_counts *out)
  * Little-endian throughout:
  *   u32 magic, u32 version, u64 example_size, i64 watermark, u64 next_seq,
  *   u64 ncounters, ncounters × u64 (struct joiner_counts' counters, in field order),
- *   u32 nparts, nparts × {u8 topic, u8 flags (1 assigned, 2 idle, 4 has_data),
+ *   u32 nparts, nparts × {u8 topic, u8 flags (1 assigned, 2 idle, 4 has_data; a load
+ *                         applies has_data only),
  *                         i32 partition, i64 max_ts},
  *   u64 npending, npending × {u64 seq, i64 first, i64 last, u32 keylen, key,
  *                             example_size bytes},
@@ -917,8 +918,11 @@ static int load_into(struct joiner *j, struct rbuf *r, char *err, size_t errlen)
                                                (int)partition);
         struct part *p = part_get(j, topic, partition, true);
         if (!p) return -ENOMEM;
-        p->assigned = flags & 1;
-        p->idle = flags & 2;
+        /* Assignment and idleness belong to the consumer's session, not to the data: the
+         * assignment after a restart (joiner_assign) sets them afresh, and a partition not
+         * assigned again must not hold the watermark.  Only the event-time maximum stays. */
+        p->assigned = false;
+        p->idle = false;
         p->has_data = flags & 4;
         p->max_ts = max_ts;
         p->clock_set = false;
