@@ -52,6 +52,9 @@ $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# model.c's Adam loop vectorises only without sqrtf's errno branch (errno is never read there).
+$(BUILD)/obj/model.o: CFLAGS += -fno-math-errno
+
 $(BUILD)/obj/tools/%.o: src/tools/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<

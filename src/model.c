@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "config.h"
 
@@ -108,9 +109,16 @@ static double rng_uniform(uint64_t s[4])
 /* ---- element-wise kernels (shared by the batch forward and model_predict, so both round
  * identically outside the dot products) ---- */
 
+/* The loops below run in blocks of 16 with a fixed inner trip count, then a scalar tail:
+ * GCC's -O2 vectorises only loops whose vector code replaces the scalar code entirely (the
+ * "very cheap" cost model), which a loop of unknown length never is. */
+
 HOT static void vec_add(float *restrict y, const float *restrict x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (size_t k = i; k < i + 16; k++) y[k] += x[k];
+    for (; i < n; i++) y[i] += x[i];
 }
 
 static float sigmoidf(float z)
@@ -122,7 +130,10 @@ static float sigmoidf(float z)
 
 HOT static void act_relu(float *z, size_t n)
 {
-    for (size_t i = 0; i < n; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (size_t k = i; k < i + 16; k++) z[k] = z[k] > 0.0f ? z[k] : 0.0f;
+    for (; i < n; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f;
 }
 
 static void act_apply(float *z, size_t n, int act)
@@ -138,25 +149,58 @@ static void act_apply(float *z, size_t n, int act)
     }
 }
 
-/* dz = da · act'(z), with act' written in terms of the activation h = act(z). */
-HOT static void act_backward(float *restrict dz, const float *restrict h, size_t n, int act)
+/* z (B, n) += bias (n) row by row, then the activation (act < 0: none). */
+HOT static void bias_act(float *restrict z, const float *restrict b, size_t B, size_t n, int act)
 {
-    switch (act) {
-    case ACTIVATION_RELU:
-        for (size_t i = 0; i < n; i++) dz[i] = h[i] > 0.0f ? dz[i] : 0.0f;
-        break;
-    case ACTIVATION_TANH:
-        for (size_t i = 0; i < n; i++) dz[i] *= 1.0f - h[i] * h[i];
-        break;
-    default:
-        for (size_t i = 0; i < n; i++) dz[i] *= h[i] * (1.0f - h[i]);
-        break;
+    for (size_t r = 0; r < B; r++) {
+        float *zr = z + r * n;
+        size_t i = 0;
+        if (act == ACTIVATION_RELU) {
+            for (; i + 16 <= n; i += 16)
+                for (size_t k = i; k < i + 16; k++) {
+                    float v = zr[k] + b[k];
+                    zr[k] = v > 0.0f ? v : 0.0f;
+                }
+            for (; i < n; i++) {
+                float v = zr[i] + b[i];
+                zr[i] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            vec_add(zr, b, n);
+            if (act >= 0) act_apply(zr, n, act);
+        }
     }
 }
 
-HOT static void vec_mul(float *restrict y, const float *restrict x, size_t n)
+/* da (n) becomes dz: times the dropout mask (if any), times act'(z) written in terms of the
+ * activation h = act(z). */
+HOT static void act_backward(float *restrict d, const float *restrict h,
+                             const float *restrict mask, size_t n, int act)
 {
-    for (size_t i = 0; i < n; i++) y[i] *= x[i];
+    size_t i = 0;
+    if (mask) {
+        for (; i + 16 <= n; i += 16)
+            for (size_t k = i; k < i + 16; k++) d[k] *= mask[k];
+        for (; i < n; i++) d[i] *= mask[i];
+        i = 0;
+    }
+    switch (act) {
+    case ACTIVATION_RELU:
+        for (; i + 16 <= n; i += 16)
+            for (size_t k = i; k < i + 16; k++) d[k] = h[k] > 0.0f ? d[k] : 0.0f;
+        for (; i < n; i++) d[i] = h[i] > 0.0f ? d[i] : 0.0f;
+        break;
+    case ACTIVATION_TANH:
+        for (; i + 16 <= n; i += 16)
+            for (size_t k = i; k < i + 16; k++) d[k] *= 1.0f - h[k] * h[k];
+        for (; i < n; i++) d[i] *= 1.0f - h[i] * h[i];
+        break;
+    default:
+        for (; i + 16 <= n; i += 16)
+            for (size_t k = i; k < i + 16; k++) d[k] *= h[k] * (1.0f - h[k]);
+        for (; i < n; i++) d[i] *= h[i] * (1.0f - h[i]);
+        break;
+    }
 }
 
 /* Dot product with 16 independent partial sums (vectorisable without reassociation). */
@@ -174,31 +218,44 @@ HOT static float dot(const float *restrict a, const float *restrict b, size_t n)
 
 /* PyTorch's Adam (torch/optim/adam.py, _single_tensor_adam) on n parameters, operation for
  * operation: g += l2·p; m = b1·m + (1-b1)·g; v = b2·v + (1-b2)·g·g;
- * p += -step · m / (sqrt(v) / sqrt(bc2) + eps). */
+ * p += -step · m / (sqrt(v) / sqrt(bc2) + eps).  (model.o is built with -fno-math-errno, or
+ * sqrtf's errno branch would keep this loop scalar.) */
+#define ADAM_ONE(k)                                                                       \
+    do {                                                                                  \
+        float gi = g[k] + l2 * p[k];                                                      \
+        float mi = m[k] * b1 + a1 * gi;                                                   \
+        float vi = v[k] * b2 + a2 * gi * gi;                                              \
+        m[k] = mi;                                                                        \
+        v[k] = vi;                                                                        \
+        p[k] = p[k] + neg_step * mi / (sqrtf(vi) / bc2s + eps);                           \
+    } while (0)
+
 HOT static void adam_update(float *restrict p, const float *restrict g, float *restrict m,
                             float *restrict v, size_t n, float l2, float b1, float a1, float b2,
                             float a2, float neg_step, float bc2s, float eps)
 {
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] + l2 * p[i];
-        float mi = m[i] * b1 + a1 * gi;
-        float vi = v[i] * b2 + a2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] + neg_step * mi / (sqrtf(vi) / bc2s + eps);
-    }
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (size_t k = i; k < i + 16; k++) ADAM_ONE(k);
+    for (; i < n; i++) ADAM_ONE(i);
 }
 
 /* PyTorch's SGD with momentum, dampening 0: g += l2·p; u = mom·u + g; p += -lr·u. */
+#define SGD_ONE(k)                                                                        \
+    do {                                                                                  \
+        float gi = g[k] + l2 * p[k];                                                      \
+        float ui = u[k] * mom + gi;                                                       \
+        u[k] = ui;                                                                        \
+        p[k] = p[k] + neg_lr * ui;                                                        \
+    } while (0)
+
 HOT static void sgd_update(float *restrict p, const float *restrict g, float *restrict u,
                            size_t n, float l2, float mom, float neg_lr)
 {
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] + l2 * p[i];
-        float ui = u[i] * mom + gi;
-        u[i] = ui;
-        p[i] = p[i] + neg_lr * ui;
-    }
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (size_t k = i; k < i + 16; k++) SGD_ONE(k);
+    for (; i < n; i++) SGD_ONE(i);
 }
 
 /* ---- layout ---- */
@@ -285,6 +342,23 @@ static void init_params(struct model *m)
     }
 }
 
+/* Large blocks (a big E and its moments) are touched at random rows: transparent huge pages
+ * spare most TLB misses.  calloc's zero pages stay lazy, now 2 MiB at a time.  Advice only. */
+static void advise_huge(void *p, size_t bytes)
+{
+    const uintptr_t page = 4096;
+    if (!p || bytes < (8u << 20)) return;
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+}
+
+/* Prefetches the n floats at p (a row of E or of its moments) for an update soon. */
+static void prefetch_row(const float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1);
+}
+
 static int fail(char *err, size_t errlen, const char *msg)
 {
     if (err && errlen) snprintf(err, errlen, "%s", msg);
@@ -367,6 +441,8 @@ struct model *model_new(const struct config *cfg, uint32_t ndense, uint32_t nspa
     /* calloc: for large E the untouched rows' moments stay zero pages that cost no memory */
     m->moments = calloc(m->nmoments, sizeof(float));
     m->grad = calloc(m->ngrad, sizeof(float));
+    advise_huge(m->params, m->nparams * sizeof(float));
+    advise_huge(m->moments, m->nmoments * sizeof(float));
     m->slot = calloc(nsparse ? nsparse : 1, sizeof(uint32_t));
 
     size_t cap = m->cap, acts = 0;
@@ -464,16 +540,26 @@ int model_forward(struct model *m, const float *x, const uint32_t *cat, size_t B
         float *z = m->h[l];
         const float *w = m->params + m->off_w[l], *b = m->params + m->off_b[l];
         dense_forward(z, in, w, B, out, k);
-        const float *e = m->params + m->off_e;
-        for (size_t r = 0; r < B; r++) {
-            float *zr = z + r * out;
-            vec_add(zr, b, out);
-            if (l == 1)
+        int act = l < s->nlayers ? s->activation : -1;
+        if (l == 1 && s->ncat) {
+            /* the embedding bag: bias, then the named rows of E, in predict's order */
+            const float *e = m->params + m->off_e;
+            for (size_t r = 0; r < B; r++) {
+                float *zr = z + r * out;
+                if (r + 2 < B) /* the rows two examples ahead: E is large and cold */
+                    for (uint32_t c = 0; c < s->ncat; c++) {
+                        uint32_t j = cat[(r + 2) * s->ncat + c];
+                        if (j != MODEL_NO_INDEX) __builtin_prefetch(e + (size_t)j * out);
+                    }
+                vec_add(zr, b, out);
                 for (uint32_t c = 0; c < s->ncat; c++) {
                     uint32_t j = cat[r * s->ncat + c];
                     if (j != MODEL_NO_INDEX) vec_add(zr, e + (size_t)j * out, out);
                 }
-            if (l < s->nlayers) act_apply(zr, out, s->activation);
+            }
+            if (act >= 0) act_apply(z, B * out, act);
+        } else {
+            bias_act(z, b, B, out, act);
         }
         if (l < s->nlayers && drop) {
             dropout_forward(m, m->hd[l], m->mask[l], z, B * out);
@@ -586,8 +672,8 @@ double model_step(struct model *m, const float *label, const float *weight, size
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)k, (int)out,
                         1.0f, dz, (int)out, w, (int)k, 0.0f, da, (int)k);
         }
-        if (m->dropped) vec_mul(da, m->mask[l - 1], B * k);
-        act_backward(da, m->h[l - 1], B * k, s->activation);
+        act_backward(da, m->h[l - 1], m->dropped ? m->mask[l - 1] : NULL, B * k,
+                     s->activation);
         float *t = dz;
         dz = da;
         da = t;
@@ -609,8 +695,15 @@ double model_step(struct model *m, const float *label, const float *weight, size
         update(m, m->off_b[l], m->grad + goffs_b[l], out, 0.0f, neg_step, bc2s);
     }
     size_t H = s->width[1];
-    for (size_t i = 0; i < nu; i++)
+    for (size_t i = 0; i < nu; i++) {
+        if (i + 4 < nu) { /* rows of E and their moments are cold: fetch ahead */
+            size_t ahead = m->off_e + (size_t)m->uniq[i + 4] * H;
+            prefetch_row(m->params + ahead, H);
+            prefetch_row(m->moments + ahead, H);
+            if (m->optimizer == OPTIMIZER_ADAM) prefetch_row(m->moments + m->nparams + ahead, H);
+        }
         update(m, m->off_e + (size_t)m->uniq[i] * H, m->ge + i * H, H, m->l2, neg_step, bc2s);
+    }
     m->lastB = 0;
     return loss;
 }
