@@ -40,8 +40,8 @@
 #include "features.h"
 #include "stats.h"
 
-#define EVENT_OK (-1)              /* event_parse: accepted (else an enum stats_reject) */
-#define EVENT_MAX_SESSION_ID 256   /* bytes; longer ids are bad_session_id */
+#define EVENT_OK             (-1) /* event_parse: accepted (else an enum stats_reject) */
+#define EVENT_MAX_SESSION_ID 256  /* bytes; longer ids are bad_session_id */
 
 /* One accepted event.  The strings are borrowed from the parsed document (root) and live
  * until event_clear. */
@@ -49,17 +49,17 @@ struct event {
     enum stats_topic topic; /* TOPIC_CLICKS or TOPIC_TRANSACTIONS */
     const char *session_id; /* NUL-terminated, 1..EVENT_MAX_SESSION_ID bytes, no NUL inside */
     size_t session_len;
-    int64_t ts;             /* event time, ms since the epoch, >= 0 */
-    int ts_from_kafka;      /* 1 when "ts" was absent and the Kafka timestamp was used */
+    int64_t ts;        /* event time, ms since the epoch, >= 0 */
+    int ts_from_kafka; /* 1 when "ts" was absent and the Kafka timestamp was used */
     /* clicks */
-    int label;              /* 0 or 1 for a directly labelled click, -1 to be joined */
-    double weight;          /* the event's loss weight, > 0; 1 when absent */
-    json_t *features;       /* the "features" object, borrowed from root */
+    int label;        /* 0 or 1 for a directly labelled click, -1 to be joined */
+    double weight;    /* the event's loss weight, > 0; 1 when absent */
+    json_t *features; /* the "features" object, borrowed from root */
     /* transactions */
-    const char *order_id;   /* NULL when absent; for an integer id, its decimal text */
-    double amount;          /* NaN when absent */
-    char order_buf[24];     /* holds an integer order_id's text */
-    json_t *root;           /* the parsed document, owned (event_clear) */
+    const char *order_id; /* NULL when absent; for an integer id, its decimal text */
+    double amount;        /* NaN when absent */
+    char order_buf[24];   /* holds an integer order_id's text */
+    json_t *root;         /* the parsed document, owned (event_clear) */
 };
 
 /* Parses and validates payload[0..len) read from topic.  kafka_ts is the message's Kafka

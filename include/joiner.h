@@ -73,8 +73,7 @@ struct joiner_counts {
  * max_pending; read now, cfg may go afterwards) and examples of example_size bytes
  * (>= sizeof(struct example)), or NULL with err filled.  It emits nothing until
  * joiner_set_emit.  The caller owns it (joiner_free). */
-struct joiner *joiner_new(const struct config *cfg, size_t example_size, char *err,
-                          size_t errlen);
+struct joiner *joiner_new(const struct config *cfg, size_t example_size, char *err, size_t errlen);
 
 /* Frees j; accepts NULL; returns NULL. */
 struct joiner *joiner_free(struct joiner *j);
@@ -100,12 +99,12 @@ int joiner_add_click(struct joiner *j, int32_t partition, const char *session, s
 
 /* A transaction of session at time ts from transactions partition `partition`.  Returns as
  * joiner_add_click. */
-int joiner_add_transaction(struct joiner *j, int32_t partition, const char *session,
-                           size_t len, int64_t ts, uint64_t now_ms);
+int joiner_add_transaction(struct joiner *j, int32_t partition, const char *session, size_t len,
+                           int64_t ts, uint64_t now_ms);
 
 /* The same for a parsed event (event.h): its session_id, ts and, for a click, label. */
-int joiner_click(struct joiner *j, int32_t partition, const struct event *ev,
-                 const void *example, uint64_t now_ms);
+int joiner_click(struct joiner *j, int32_t partition, const struct event *ev, const void *example,
+                 uint64_t now_ms);
 int joiner_transaction(struct joiner *j, int32_t partition, const struct event *ev,
                        uint64_t now_ms);
 

@@ -25,14 +25,21 @@ static int fail(char *why, size_t whylen, int reason, const char *fmt, ...)
 static const char *type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }
@@ -73,14 +80,14 @@ static int parse_label(const json_t *v, int *label)
     return -1;
 }
 
-static int parse_click(const struct features *f, struct event *ev, void *example,
-                       uint32_t *unknown, char *why, size_t whylen)
+static int parse_click(const struct features *f, struct event *ev, void *example, uint32_t *unknown,
+                       char *why, size_t whylen)
 {
     json_t *root = ev->root;
     json_t *v = json_object_get(root, "label");
     if (v && !json_is_null(v) && parse_label(v, &ev->label) < 0)
-        return fail(why, whylen, REJECT_BAD_LABEL,
-                    "\"label\" must be 0, 1, true or false, not %s", type_name(v));
+        return fail(why, whylen, REJECT_BAD_LABEL, "\"label\" must be 0, 1, true or false, not %s",
+                    type_name(v));
 
     v = json_object_get(root, "weight");
     if (v && !json_is_null(v)) {
@@ -119,8 +126,7 @@ static int parse_transaction(struct event *ev, char *why, size_t whylen)
         if (json_is_string(v)) {
             ev->order_id = json_string_value(v);
         } else if (json_is_integer(v)) {
-            snprintf(ev->order_buf, sizeof ev->order_buf, "%lld",
-                     (long long)json_integer_value(v));
+            snprintf(ev->order_buf, sizeof ev->order_buf, "%lld", (long long)json_integer_value(v));
             ev->order_id = ev->order_buf;
         } else {
             return fail(why, whylen, REJECT_BAD_VALUE,
@@ -156,14 +162,14 @@ int event_parse(const struct config *cfg, const struct features *f, enum stats_t
     json_error_t jerr;
     /* JSON_DECODE_ANY: a scalar document is valid JSON, so it is not_object, not
      * invalid_json.  JSON_REJECT_DUPLICATES: see event.h. */
-    json_t *root = json_loadb(payload ? payload : "", len,
-                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root =
+        json_loadb(payload ? payload : "", len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return fail(why, whylen, REJECT_INVALID_JSON, "not JSON: %s at byte %d", jerr.text,
                     jerr.position);
     if (!json_is_object(root)) {
-        int r = fail(why, whylen, REJECT_NOT_OBJECT, "the event is %s, not an object",
-                     type_name(root));
+        int r =
+            fail(why, whylen, REJECT_NOT_OBJECT, "the event is %s, not an object", type_name(root));
         json_decref(root);
         return r;
     }
@@ -178,8 +184,8 @@ int event_parse(const struct config *cfg, const struct features *f, enum stats_t
     size_t slen = json_string_length(v);
     if (slen == 0) return fail(why, whylen, REJECT_BAD_SESSION_ID, "\"session_id\" is empty");
     if (slen > EVENT_MAX_SESSION_ID)
-        return fail(why, whylen, REJECT_BAD_SESSION_ID,
-                    "\"session_id\" is %zu bytes, over %d", slen, EVENT_MAX_SESSION_ID);
+        return fail(why, whylen, REJECT_BAD_SESSION_ID, "\"session_id\" is %zu bytes, over %d",
+                    slen, EVENT_MAX_SESSION_ID);
     ev->session_id = json_string_value(v);
     ev->session_len = slen;
 

@@ -22,10 +22,10 @@
 
 #include "features.h"
 
-#define KEY_MAX 65535
-#define STATE_MAGIC 0x524e494au /* "JINR" little-endian */
+#define KEY_MAX       65535
+#define STATE_MAGIC   0x524e494au /* "JINR" little-endian */
 #define STATE_VERSION 1u
-#define HASH_SEED UINT64_C(0x6a6f696e6572) /* any constant: hash order is never observed */
+#define HASH_SEED     UINT64_C(0x6a6f696e6572) /* any constant: hash order is never observed */
 
 /* ---- saturating event-time arithmetic (times come from producers) ---- */
 
@@ -235,9 +235,9 @@ struct part {
     int32_t partition;
     bool assigned;
     bool idle;
-    bool has_data;   /* max_ts is meaningful */
-    bool clock_set;  /* last_ms is meaningful (not after a load, until the next call) */
-    int64_t max_ts;  /* largest event time seen */
+    bool has_data;    /* max_ts is meaningful */
+    bool clock_set;   /* last_ms is meaningful (not after a load, until the next call) */
+    int64_t max_ts;   /* largest event time seen */
     uint64_t last_ms; /* caller's clock at the last event or assignment */
 };
 
@@ -271,8 +271,7 @@ static size_t align8(size_t n)
     return (n + 7) & ~(size_t)7;
 }
 
-struct joiner *joiner_new(const struct config *cfg, size_t example_size, char *err,
-                          size_t errlen)
+struct joiner *joiner_new(const struct config *cfg, size_t example_size, char *err, size_t errlen)
 {
     if (example_size < sizeof(struct example)) {
         snprintf(err, errlen, "joiner: example size %zu is below the %zu bytes of a record",
@@ -302,8 +301,8 @@ struct joiner *joiner_new(const struct config *cfg, size_t example_size, char *e
 static void clear_state(struct joiner *j)
 {
     for (size_t i = 0; i < j->closes.n; i++) {
-        struct pending *p = (struct pending *)((char *)j->closes.a[i] -
-                                               offsetof(struct pending, heap));
+        struct pending *p =
+            (struct pending *)((char *)j->closes.a[i] - offsetof(struct pending, heap));
         free(p);
     }
     for (size_t i = 0; i < j->held_by_sid.cap; i++) {
@@ -679,8 +678,8 @@ static int held_add(struct joiner *j, const char *key, size_t len, uint64_t hash
     return 0;
 }
 
-int joiner_add_transaction(struct joiner *j, int32_t partition, const char *session,
-                           size_t len, int64_t ts, uint64_t now_ms)
+int joiner_add_transaction(struct joiner *j, int32_t partition, const char *session, size_t len,
+                           int64_t ts, uint64_t now_ms)
 {
     if (len == 0 || len > KEY_MAX) return -EINVAL;
     uint64_t hash = hkey(session, len);
@@ -708,18 +707,16 @@ int joiner_add_transaction(struct joiner *j, int32_t partition, const char *sess
     return 0;
 }
 
-int joiner_click(struct joiner *j, int32_t partition, const struct event *ev,
-                 const void *example, uint64_t now_ms)
+int joiner_click(struct joiner *j, int32_t partition, const struct event *ev, const void *example,
+                 uint64_t now_ms)
 {
     return joiner_add_click(j, partition, ev->session_id, ev->session_len, ev->ts, ev->label,
                             example, now_ms);
 }
 
-int joiner_transaction(struct joiner *j, int32_t partition, const struct event *ev,
-                       uint64_t now_ms)
+int joiner_transaction(struct joiner *j, int32_t partition, const struct event *ev, uint64_t now_ms)
 {
-    return joiner_add_transaction(j, partition, ev->session_id, ev->session_len, ev->ts,
-                                  now_ms);
+    return joiner_add_transaction(j, partition, ev->session_id, ev->session_len, ev->ts, now_ms);
 }
 
 void joiner_counts(const struct joiner *j, struct joiner_counts *out)
@@ -887,24 +884,24 @@ static uint8_t get_u8(struct rbuf *r)
 
 static int load_into(struct joiner *j, struct rbuf *r, char *err, size_t errlen)
 {
-#define BAD(...)                                                                          \
-    do {                                                                                  \
-        snprintf(err, errlen, __VA_ARGS__);                                               \
-        return -EINVAL;                                                                   \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+        return -EINVAL;                                                                            \
     } while (0)
     if (get_u32(r) != STATE_MAGIC || r->bad) BAD("joiner state: not a joiner state");
     uint32_t version = get_u32(r);
-    if (version != STATE_VERSION) BAD("joiner state: version %u, expected %u", version,
-                                      STATE_VERSION);
+    if (version != STATE_VERSION)
+        BAD("joiner state: version %u, expected %u", version, STATE_VERSION);
     uint64_t es = get_u64(r);
     if (!r->bad && es != j->example_size)
-        BAD("joiner state: examples of %llu bytes, this schema has %zu",
-            (unsigned long long)es, j->example_size);
+        BAD("joiner state: examples of %llu bytes, this schema has %zu", (unsigned long long)es,
+            j->example_size);
     j->watermark = (int64_t)get_u64(r);
     uint64_t next_seq = get_u64(r); /* set last: pending_new below draws numbers */
     uint64_t nc = get_u64(r);
-    if (!r->bad && nc != NCOUNTERS) BAD("joiner state: %llu counters, expected %d",
-                                        (unsigned long long)nc, NCOUNTERS);
+    if (!r->bad && nc != NCOUNTERS)
+        BAD("joiner state: %llu counters, expected %d", (unsigned long long)nc, NCOUNTERS);
     for (int i = 0; i < NCOUNTERS; i++) *counter_at(&j->c, i) = get_u64(r);
     uint32_t np = get_u32(r);
     if (np > JOINER_MAX_PARTITIONS) BAD("joiner state: %u partitions", np);
@@ -914,8 +911,8 @@ static int load_into(struct joiner *j, struct rbuf *r, char *err, size_t errlen)
         int32_t partition = (int32_t)get_u32(r);
         int64_t max_ts = (int64_t)get_u64(r);
         if (r->bad) break;
-        if (!valid_part(topic, partition)) BAD("joiner state: bad partition %d/%d", topic,
-                                               (int)partition);
+        if (!valid_part(topic, partition))
+            BAD("joiner state: bad partition %d/%d", topic, (int)partition);
         struct part *p = part_get(j, topic, partition, true);
         if (!p) return -ENOMEM;
         /* Assignment and idleness belong to the consumer's session, not to the data: the

@@ -32,8 +32,8 @@ struct queue {
     uint64_t pushed;         /* examples ever pushed */
     uint64_t popped;         /* examples ever popped */
     struct queue_barrier barriers[QUEUE_MAX_BARRIERS];
-    size_t bhead;   /* index of the oldest barrier */
-    size_t nbarrier; /* barriers queued */
+    size_t bhead;      /* index of the oldest barrier */
+    size_t nbarrier;   /* barriers queued */
     int waiters;       /* consumers in cond_wait: skip the signal when none */
     int space_waiters; /* producers in queue_wait_space */
     bool closed;

@@ -21,10 +21,9 @@ static void *example;
 
 static void setup(void)
 {
-    cols[0] = (struct config_feature){.name = "PageValues", .type = FEATURE_NUMERIC,
-                                      .transform = TRANSFORM_LOG1P};
-    cols[1] = (struct config_feature){.name = "Month", .type = FEATURE_CATEGORICAL,
-                                      .buckets = 16};
+    cols[0] = (struct config_feature){
+        .name = "PageValues", .type = FEATURE_NUMERIC, .transform = TRANSFORM_LOG1P};
+    cols[1] = (struct config_feature){.name = "Month", .type = FEATURE_CATEGORICAL, .buckets = 16};
     cols[2] = (struct config_feature){.name = "Weekend", .type = FEATURE_BOOLEAN};
     cols[3] = (struct config_feature){.name = "Raw", .type = FEATURE_NUMERIC};
     cfg.features = cols;
@@ -47,8 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct event ev;
     char why[160];
     uint32_t unknown = 0;
-    int r = event_parse(&cfg, feats, topic, data + 1, size - 1, kafka_ts,
-                        INT64_C(1764842400000), &ev, example, &unknown, why, sizeof why);
+    int r = event_parse(&cfg, feats, topic, data + 1, size - 1, kafka_ts, INT64_C(1764842400000),
+                        &ev, example, &unknown, why, sizeof why);
     if (r != EVENT_OK && (r < 0 || r >= REJECT_NREASONS)) abort();
     if (r != EVENT_OK && why[0] == '\0') abort();
     if (r == EVENT_OK) {

@@ -6,7 +6,7 @@
 #include "event.h"
 #include "unit.h"
 
-#define NOW INT64_C(1764842400000) /* the wall clock of these tests */
+#define NOW     INT64_C(1764842400000) /* the wall clock of these tests */
 #define HOUR_MS INT64_C(3600000)
 
 struct fixture {
@@ -19,10 +19,10 @@ struct fixture {
 static void setup(struct fixture *fx)
 {
     memset(fx, 0, sizeof *fx);
-    fx->cols[0] = (struct config_feature){.name = "PageValues", .type = FEATURE_NUMERIC,
-                                          .transform = TRANSFORM_LOG1P};
-    fx->cols[1] = (struct config_feature){.name = "Month", .type = FEATURE_CATEGORICAL,
-                                          .buckets = 16};
+    fx->cols[0] = (struct config_feature){
+        .name = "PageValues", .type = FEATURE_NUMERIC, .transform = TRANSFORM_LOG1P};
+    fx->cols[1] =
+        (struct config_feature){.name = "Month", .type = FEATURE_CATEGORICAL, .buckets = 16};
     fx->cols[2] = (struct config_feature){.name = "Weekend", .type = FEATURE_BOOLEAN};
     fx->cfg.features = fx->cols;
     fx->cfg.nfeatures = 3;
@@ -60,13 +60,13 @@ static int reason_of(struct fixture *fx, enum stats_topic topic, const char *s)
     return r;
 }
 
-#define CHECK_REASON(fx, topic, json, reason)                                             \
-    do {                                                                                  \
-        int r_ = reason_of((fx), (topic), (json));                                        \
-        if (r_ != (reason))                                                               \
-            unit_fail(__FILE__, __LINE__, "%s: got %s, want %s", (json),                  \
-                      r_ == EVENT_OK ? "accepted" : stats_reject_names[r_],               \
-                      (reason) == EVENT_OK ? "accepted" : stats_reject_names[(reason)]);  \
+#define CHECK_REASON(fx, topic, json, reason)                                                      \
+    do {                                                                                           \
+        int r_ = reason_of((fx), (topic), (json));                                                 \
+        if (r_ != (reason))                                                                        \
+            unit_fail(__FILE__, __LINE__, "%s: got %s, want %s", (json),                           \
+                      r_ == EVENT_OK ? "accepted" : stats_reject_names[r_],                        \
+                      (reason) == EVENT_OK ? "accepted" : stats_reject_names[(reason)]);           \
     } while (0)
 
 void test_event_click_accepted_and_encoded(void)
@@ -92,7 +92,7 @@ void test_event_click_accepted_and_encoded(void)
     CHECK_NEAR(e->label, 0, 0);
     CHECK_NEAR(e->weight, 1, 0);
     CHECK_NEAR(example_dense(e)[0], log1p(12.5), 1e-6); /* PageValues, log1p */
-    CHECK_NEAR(example_dense(e)[1], 1, 0);               /* Weekend */
+    CHECK_NEAR(example_dense(e)[1], 1, 0);              /* Weekend */
     uint32_t nov = features_hash(fx.f, 0, "Nov", 3);
     CHECK_INT_EQ(example_cat(fx.f, e)[0], nov);
     event_clear(&ev);
@@ -111,23 +111,22 @@ void test_event_click_accepted_and_encoded(void)
     event_clear(&ev);
 
     /* Every accepted label spelling. */
-    const char *labels[][2] = {{"0", "0"}, {"1", "1"}, {"false", "0"}, {"true", "1"},
+    const char *labels[][2] = {{"0", "0"},   {"1", "1"},   {"false", "0"}, {"true", "1"},
                                {"0.0", "0"}, {"1.0", "1"}, {"null", "-1"}};
     for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++) {
         char buf[200];
         snprintf(buf, sizeof buf, "{\"session_id\": \"x\", \"label\": %s, \"features\": {}}",
                  labels[i][0]);
-        CHECK_INT_EQ(parse_n(&fx, TOPIC_CLICKS, buf, strlen(buf), NOW, &ev, why, NULL),
-                     EVENT_OK);
+        CHECK_INT_EQ(parse_n(&fx, TOPIC_CLICKS, buf, strlen(buf), NOW, &ev, why, NULL), EVENT_OK);
         CHECK_INT_EQ(ev.label, atoi(labels[i][1]));
         event_clear(&ev);
     }
     /* Edges of ts: 0, exactly max_future ahead, a whole real. */
     CHECK_REASON(&fx, TOPIC_CLICKS, "{\"session_id\":\"x\",\"ts\":0,\"features\":{}}", EVENT_OK);
-    CHECK_REASON(&fx, TOPIC_CLICKS,
-                 "{\"session_id\":\"x\",\"ts\":1764846000000,\"features\":{}}", EVENT_OK);
-    CHECK_REASON(&fx, TOPIC_CLICKS,
-                 "{\"session_id\":\"x\",\"ts\":1.7648424e12,\"features\":{}}", EVENT_OK);
+    CHECK_REASON(&fx, TOPIC_CLICKS, "{\"session_id\":\"x\",\"ts\":1764846000000,\"features\":{}}",
+                 EVENT_OK);
+    CHECK_REASON(&fx, TOPIC_CLICKS, "{\"session_id\":\"x\",\"ts\":1.7648424e12,\"features\":{}}",
+                 EVENT_OK);
     /* A session id of exactly the bound. */
     char big[400];
     memset(big, 'a', sizeof big);
@@ -186,8 +185,7 @@ void test_event_every_rejection_reason(void)
     CHECK_REASON(&fx, C, "{\"session_id\": \"s\", \"features\": {\"PageValues\": 1e999}}",
                  REJECT_INVALID_JSON);
     CHECK_REASON(&fx, C, "{\"session_id\": \"s\", \"features\": {}", REJECT_INVALID_JSON);
-    CHECK_REASON(&fx, C, "{\"session_id\": \"s\", \"features\": {}} trailing",
-                 REJECT_INVALID_JSON);
+    CHECK_REASON(&fx, C, "{\"session_id\": \"s\", \"features\": {}} trailing", REJECT_INVALID_JSON);
     CHECK_REASON(&fx, C, "{\"session_id\": \"a\", \"session_id\": \"b\", \"features\": {}}",
                  REJECT_INVALID_JSON);
     CHECK_REASON(&fx, C, "{\"session_id\": \"s\", \"features\": {\"Month\": 1, \"Month\": 2}}",

@@ -10,9 +10,9 @@
 #include "unit.h"
 
 #define EXSIZE (sizeof(struct example) + 8)
-#define W 1000   /* window */
-#define L 100    /* allowed lateness */
-#define T0 INT64_C(1764842400000)
+#define W      1000 /* window */
+#define L      100  /* allowed lateness */
+#define T0     INT64_C(1764842400000)
 
 /* What the emit callback saw, in order. */
 struct out {
@@ -55,8 +55,7 @@ static struct joiner *mk(struct out *o, uint64_t max_pending, uint64_t idle_time
     return j;
 }
 
-static void click(struct joiner *j, int32_t p, const char *sid, int64_t ts, uint64_t tag,
-                  int label)
+static void click(struct joiner *j, int32_t p, const char *sid, int64_t ts, uint64_t tag, int label)
 {
     union {
         struct example e;
@@ -337,7 +336,7 @@ void test_joiner_held_transactions_matched_unmatched_bounded(void)
     txn(j, 0, "a", T0 + 20); /* a second one of the same session */
     CHECK_INT_EQ(counts(j).held_transactions, 2);
     CHECK_INT_EQ(counts(j).watermark, INT64_MIN); /* the clicks partition has nothing */
-    txn(j, 0, "b", T0 + 30); /* full: a@10 (the next to expire) is dropped */
+    txn(j, 0, "b", T0 + 30);                      /* full: a@10 (the next to expire) is dropped */
     struct joiner_counts c = counts(j);
     CHECK_INT_EQ(c.held_transactions, 2);
     CHECK_INT_EQ(c.unmatched, 1);
@@ -351,7 +350,7 @@ void test_joiner_held_transactions_matched_unmatched_bounded(void)
     /* b's click never comes; the watermark passing b's time makes it unmatched. */
     click(j, 0, "z", T0 + 30 + L, 2, -1); /* clicks wm = T0+30, transactions' T0+30-L */
     CHECK_INT_EQ(counts(j).unmatched, 1);
-    txn(j, 0, "zz", T0 + 31 + L); /* min over both topics: T0 + 30 + L - L = T0 + 30 */
+    txn(j, 0, "zz", T0 + 31 + L);         /* min over both topics: T0 + 30 + L - L = T0 + 30 */
     CHECK_INT_EQ(counts(j).unmatched, 1); /* b at T0+30 is not below T0+30 */
     click(j, 0, "z", T0 + 32 + L, 3, -1);
     txn(j, 0, "zzz", T0 + 32 + L);
@@ -411,8 +410,7 @@ static void play(struct joiner *j, const struct step *s, size_t from, size_t to,
         ex.e.seq = i;
         int rc = 0;
         if (x->kind == 0) {
-            rc = joiner_add_click(j, x->part, x->sid, strlen(x->sid), x->ts, x->label, &ex,
-                                  x->now);
+            rc = joiner_add_click(j, x->part, x->sid, strlen(x->sid), x->ts, x->label, &ex, x->now);
             if (direct_pos && x->label == 1) (*direct_pos)++;
         } else if (x->kind == 1) {
             rc = joiner_add_transaction(j, x->part, x->sid, strlen(x->sid), x->ts, x->now);
@@ -454,8 +452,7 @@ void test_joiner_counts_invariants_on_a_random_stream(void)
                       (unsigned long long)episodes);
         /* Every transaction matched at arrival, matched later, is unmatched or held. */
         uint64_t tx_pos = c.positives - direct_pos - c.matched_held;
-        CHECK_INT_EQ(tx_pos + c.matched_held + c.unmatched + c.held_transactions,
-                     c.transactions);
+        CHECK_INT_EQ(tx_pos + c.matched_held + c.unmatched + c.held_transactions, c.transactions);
         CHECK(c.pending <= 20 && c.held_transactions <= 20);
         CHECK_INT_EQ(c.positives + c.negatives, o.n);
     }
@@ -668,8 +665,7 @@ void test_joiner_1908_positives_of_12330_sessions(void)
             ex.e.seq = (uint64_t)i;
             CHECK_INT_EQ(joiner_add_click(j, p, sids[i], strlen(sids[i]), ts, -1, &ex, 0), 0);
         } else {
-            CHECK_INT_EQ(joiner_add_transaction(j, p, sids[i], strlen(sids[i]), ts + 5000, 0),
-                         0);
+            CHECK_INT_EQ(joiner_add_transaction(j, p, sids[i], strlen(sids[i]), ts + 5000, 0), 0);
         }
     }
     struct joiner_counts jc = counts(j);

@@ -231,8 +231,10 @@ void test_queue_two_threads_order_and_backpressure(void)
             CHECK(at);
             *at = i;
             int rc = queue_push_barrier(run.q, at);
-            if (rc == 0) barriers++;
-            else free(at);
+            if (rc == 0)
+                barriers++;
+            else
+                free(at);
             CHECK(rc == 0 || rc == -ENOBUFS);
         }
         struct rec r = mk(i);
