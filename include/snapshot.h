@@ -90,6 +90,9 @@ struct snapshot *snapshot_ref(struct snapshot *s);
 /* Drops one reference; the last one frees the snapshot.  Accepts NULL; returns NULL. */
 struct snapshot *snapshot_release(struct snapshot *s);
 
+/* Snapshots currently allocated in the process (made and not yet freed): for leak tests. */
+long snapshot_live(void);
+
 /* Scores one example (raw dense values as features.h makes them): standardises with the
  * frozen normaliser and runs model_predict.  No allocation (stack scratch), no lock. */
 float snapshot_score(const struct snapshot *s, const struct example *e);
