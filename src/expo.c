@@ -57,10 +57,14 @@ size_t expo_escape_label(char *out, size_t outlen, const char *v)
     for (const char *s = v; *s; s++) {
         const char *rep = NULL;
         char one[2] = {*s, 0};
-        if (*s == '\\') rep = "\\\\";
-        else if (*s == '"') rep = "\\\"";
-        else if (*s == '\n') rep = "\\n";
-        else rep = one;
+        if (*s == '\\')
+            rep = "\\\\";
+        else if (*s == '"')
+            rep = "\\\"";
+        else if (*s == '\n')
+            rep = "\\n";
+        else
+            rep = one;
         for (const char *r = rep; *r; r++, n++)
             if (n + 1 < outlen) out[n] = *r;
     }
@@ -114,8 +118,7 @@ static void gauge_double(struct buf *b, const char *name, const char *help, doub
     sample_double(b, name, v);
 }
 
-static void histogram(struct buf *b, const char *name, const char *help,
-                      const struct stats_hist *h)
+static void histogram(struct buf *b, const char *name, const char *help, const struct stats_hist *h)
 {
     char num[32];
     family(b, name, "histogram", help);
@@ -224,8 +227,8 @@ char *expo_render(const struct stats *s, const struct config *cfg, const struct 
     }
     counter(&b, "intentd_snapshots_published_total", "Snapshots published to serving.",
             &s->snapshots_published);
-    counter(&b, "intentd_snapshots_rejected_total",
-            "Candidate snapshots the holdout gate refused.", &s->snapshots_rejected);
+    counter(&b, "intentd_snapshots_rejected_total", "Candidate snapshots the holdout gate refused.",
+            &s->snapshots_rejected);
 
     gauge_u64(&b, "intentd_pending_labels", "Clicks waiting for their label window to close.",
               stats_get(&s->pending_labels));
@@ -284,16 +287,18 @@ char *expo_render(const struct stats *s, const struct config *cfg, const struct 
              * appear once they happened. */
             if (n == 0 && !(c == STATUS_200 && r != ROUTE_OTHER)) continue;
             char code[16];
-            if (stats_status_codes[c]) snprintf(code, sizeof code, "%d", stats_status_codes[c]);
-            else snprintf(code, sizeof code, "other");
+            if (stats_status_codes[c])
+                snprintf(code, sizeof code, "%d", stats_status_codes[c]);
+            else
+                snprintf(code, sizeof code, "other");
             bprintf(&b, "intentd_http_requests_total{path=\"%s\",code=\"%s\"} %llu\n",
                     stats_route_names[r], code, (unsigned long long)n);
         }
     histogram(&b, "intentd_predict_duration_seconds",
               "Time to answer /v1/predict, from the request's headers to the queued response.",
               &s->predict_duration);
-    histogram(&b, "intentd_checkpoint_duration_seconds",
-              "Time to write and fsync a checkpoint.", &s->checkpoint_duration);
+    histogram(&b, "intentd_checkpoint_duration_seconds", "Time to write and fsync a checkpoint.",
+              &s->checkpoint_duration);
 
     uint64_t last = stats_get(&s->checkpoint_last_success_ms);
     gauge_double(&b, "intentd_checkpoint_last_success_timestamp_seconds",

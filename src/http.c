@@ -28,8 +28,8 @@
 #include "features.h"
 #include "snapshot.h"
 
-#define JSON_TYPE "application/json"
-#define CONN_INLINE 4096 /* body bytes held without a heap buffer (a UCI row is ~500) */
+#define JSON_TYPE   "application/json"
+#define CONN_INLINE 4096        /* body bytes held without a heap buffer (a UCI row is ~500) */
 #define DISCARD_MAX (16u << 20) /* unread body bytes after which the connection is dropped */
 
 /* Room for one example record of any schema config.h allows. */
@@ -52,13 +52,13 @@ struct http {
 /* One connection's request state; reset at the first call of each request. */
 struct conn {
     enum stats_route route;
-    int too_large;    /* the body passed max_body: answer 413 */
-    int answered;     /* a response is queued: ignore the rest */
+    int too_large;      /* the body passed max_body: answer 413 */
+    int answered;       /* a response is queued: ignore the rest */
     uint64_t discarded; /* body bytes dropped (over the cap, or a route without a body) */
-    uint64_t t0_ns;   /* the request's first call (monotonic) */
-    size_t len;       /* body bytes held */
-    size_t cap;       /* capacity of body */
-    char *body;       /* inline, or heap when larger (cap > CONN_INLINE) */
+    uint64_t t0_ns;     /* the request's first call (monotonic) */
+    size_t len;         /* body bytes held */
+    size_t cap;         /* capacity of body */
+    char *body;         /* inline, or heap when larger (cap > CONN_INLINE) */
     char inline_body[CONN_INLINE];
 };
 
@@ -164,8 +164,8 @@ static enum MHD_Result reply_error(struct http *h, struct MHD_Connection *c, str
 
 static struct MHD_Response *shared_response(const char *body, const char *allow)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
-                                                             MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
     if (!r) return NULL;
     if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, JSON_TYPE) != MHD_YES ||
         (allow && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)) {
@@ -258,11 +258,11 @@ static char *model_json(const struct snapshot *s)
             json_object_set_new(col, "buckets", json_integer(fc->buckets));
         json_array_append_new(cols, col);
     }
-    json_t *root = json_pack("{s:I, s:s, s:I, s:s, s:o, s:o, s:o, s:o}", "version",
-                             (json_int_t)s->version, "created_at", created, "trained_examples",
-                             (json_int_t)s->trained_examples, "fingerprint", s->fingerprint,
-                             "layers", layers, "features", cols, "progressive",
-                             eval_json(&s->progressive), "holdout", eval_json(&s->holdout));
+    json_t *root =
+        json_pack("{s:I, s:s, s:I, s:s, s:o, s:o, s:o, s:o}", "version", (json_int_t)s->version,
+                  "created_at", created, "trained_examples", (json_int_t)s->trained_examples,
+                  "fingerprint", s->fingerprint, "layers", layers, "features", cols, "progressive",
+                  eval_json(&s->progressive), "holdout", eval_json(&s->holdout));
     if (!root) return NULL; /* json_pack's "o" steals the references even when it fails */
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
@@ -282,9 +282,8 @@ static enum MHD_Result get_model(struct http *h, struct MHD_Connection *c, struc
 
 /* Encodes the features object obj into e and scores it with s.  Returns 0 with *score, or a
  * negative errno with msg filled and *field naming the feature at fault (or NULL). */
-static int score_one(struct http *h, const struct snapshot *s, const json_t *obj,
-                     struct example *e, float *score, char *msg, size_t msglen,
-                     const char **field)
+static int score_one(struct http *h, const struct snapshot *s, const json_t *obj, struct example *e,
+                     float *score, char *msg, size_t msglen, const char **field)
 {
     uint32_t unknown = 0;
     features_example_init(s->features, e);
@@ -312,8 +311,7 @@ static enum MHD_Result predict_batch(struct http *h, struct MHD_Connection *c, s
     size_t n = json_array_size(inst);
     if (n > h->max_batch) {
         char msg[128];
-        snprintf(msg, sizeof msg, "%zu instances, more than http.max_batch (%u)", n,
-                 h->max_batch);
+        snprintf(msg, sizeof msg, "%zu instances, more than http.max_batch (%u)", n, h->max_batch);
         return reply_error(h, c, cx, MHD_HTTP_CONTENT_TOO_LARGE, msg, "instances", -1);
     }
     size_t cap = 64 + n * 24; /* "%.9g" of a probability is at most 15 characters */
@@ -356,14 +354,14 @@ static enum MHD_Result predict(struct http *h, struct MHD_Connection *c, struct 
     struct example *e = (struct example *)(void *)rec;
     if (!root) {
         char msg[256];
-        snprintf(msg, sizeof msg, "malformed JSON at line %d column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
+        snprintf(msg, sizeof msg, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
         ret = reply_error(h, c, cx, MHD_HTTP_BAD_REQUEST, msg, NULL, -1);
         goto out;
     }
     if (!json_is_object(root)) {
-        ret = reply_error(h, c, cx, MHD_HTTP_BAD_REQUEST, "the body must be a JSON object", NULL,
-                          -1);
+        ret =
+            reply_error(h, c, cx, MHD_HTTP_BAD_REQUEST, "the body must be a JSON object", NULL, -1);
         goto out;
     }
     if (features_example_size(s->features) > sizeof rec) {
@@ -396,8 +394,7 @@ static enum MHD_Result predict(struct http *h, struct MHD_Connection *c, struct 
             char body[96];
             int n = snprintf(body, sizeof body, "{\"score\": %.9g, \"model_version\": %llu}",
                              (double)p, (unsigned long long)s->version);
-            ret = reply(h, c, cx, MHD_HTTP_OK, JSON_TYPE, body, (size_t)n,
-                        MHD_RESPMEM_MUST_COPY);
+            ret = reply(h, c, cx, MHD_HTTP_OK, JSON_TYPE, body, (size_t)n, MHD_RESPMEM_MUST_COPY);
         }
     }
 out:
@@ -428,8 +425,8 @@ static enum MHD_Result begin(struct http *h, struct MHD_Connection *c, struct co
                              const char *method)
 {
     if (cx->route != ROUTE_PREDICT || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!cl) return MHD_YES;
     errno = 0;
     unsigned long long n = strtoull(cl, NULL, 10);
@@ -480,8 +477,8 @@ static int append(struct http *h, struct conn *cx, const char *data, size_t n)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **req_cls)
 {
     (void)version;
     struct http *h = cls;
@@ -575,8 +572,7 @@ static int listen_on(const char *listen_addr, char *err, size_t errlen)
     }
     int fd = -1, saved = 0;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             saved = errno;
             continue;
@@ -628,16 +624,17 @@ struct http *http_new(const struct config *cfg, struct snapshot_slot *slot,
     /* Seconds, rounded up: a 1500 ms setting must not close connections after 1 s. */
     unsigned timeout = (unsigned)((cfg->http.connection_timeout_ms + 999) / 1000);
     unsigned threads = cfg->http.threads ? cfg->http.threads : 1;
-    h->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request, h,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        NULL, MHD_OPTION_END);
+    h->daemon =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request,
+                         h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE,
+                         threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
+                         MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_CONNECTION,
+                         on_connection, NULL, MHD_OPTION_END);
     if (!h->daemon) {
         /* libmicrohttpd may or may not have closed the socket it was given */
         if (fcntl(fd, F_GETFD) != -1) close(fd);
-        snprintf(err, errlen, "cannot start the HTTP server on %s (libmicrohttpd refused the "
+        snprintf(err, errlen,
+                 "cannot start the HTTP server on %s (libmicrohttpd refused the "
                  "options: http.threads %u, http.max_connections %u)",
                  cfg->http.listen, threads, (unsigned)cfg->http.max_connections);
         return http_free(h);

@@ -37,16 +37,18 @@ static double read_fields(const json_t *features)
     json_t *v;
     json_object_foreach((json_t *)features, name, v)
     {
-        if (json_is_number(v)) acc += json_number_value(v);
-        else if (json_is_true(v)) acc += 1;
-        else if (json_is_string(v)) acc += (double)json_string_length(v);
+        if (json_is_number(v))
+            acc += json_number_value(v);
+        else if (json_is_true(v))
+            acc += 1;
+        else if (json_is_string(v))
+            acc += (double)json_string_length(v);
         acc += (double)(unsigned char)name[0] * 1e-6;
     }
     return acc;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned code, const char *body,
-                              size_t len)
+static enum MHD_Result answer(struct MHD_Connection *c, unsigned code, const char *body, size_t len)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -58,8 +60,8 @@ static enum MHD_Result answer(struct MHD_Connection *c, unsigned code, const cha
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **req_cls)
 {
     (void)cls, (void)url, (void)method, (void)version;
     struct conn *cx = *req_cls;
@@ -91,8 +93,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     double v = read_fields(features);
     json_decref(root);
     char out[96];
-    int n = snprintf(out, sizeof out, "{\"score\": %.9g, \"model_version\": 1}",
-                     1.0 / (1.0 + v * v));
+    int n =
+        snprintf(out, sizeof out, "{\"score\": %.9g, \"model_version\": 1}", 1.0 / (1.0 + v * v));
     return answer(c, MHD_HTTP_OK, out, (size_t)n);
 }
 
@@ -100,8 +102,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode toe)
 {
     (void)cls, (void)c;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) *socket_context = malloc(sizeof(struct conn));
-    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) free(*socket_context);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        *socket_context = malloc(sizeof(struct conn));
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        free(*socket_context);
 }
 
 int main(int argc, char **argv)
@@ -111,11 +115,11 @@ int main(int argc, char **argv)
         return 2;
     }
     unsigned threads = argc > 2 ? (unsigned)atoi(argv[2]) : 2;
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, (uint16_t)atoi(argv[1]), NULL, NULL,
-        on_request, NULL, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-        1024u, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, (uint16_t)atoi(argv[1]),
+                         NULL, NULL, on_request, NULL, MHD_OPTION_THREAD_POOL_SIZE, threads,
+                         MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "cannot start on port %s\n", argv[1]);
         return 1;

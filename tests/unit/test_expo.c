@@ -49,24 +49,41 @@ void test_expo_format_double(void)
 
 void test_expo_every_design_metric_has_help_and_type(void)
 {
-    static const char *const names[] = {
-        "intentd_events_consumed_total", "intentd_events_rejected_total",
-        "intentd_examples_total", "intentd_examples_trained_total",
-        "intentd_train_batches_total", "intentd_progressive_auc", "intentd_progressive_logloss",
-        "intentd_progressive_accuracy", "intentd_progressive_precision",
-        "intentd_progressive_recall", "intentd_progressive_mean_prediction",
-        "intentd_progressive_positive_rate", "intentd_model_version", "intentd_model_age_seconds",
-        "intentd_snapshots_published_total", "intentd_snapshots_rejected_total",
-        "intentd_pending_labels", "intentd_pending_transactions",
-        "intentd_unmatched_transactions_total", "intentd_pending_evicted_total",
-        "intentd_unknown_features_total", "intentd_dead_letter_errors_total",
-        "intentd_offset_resets_total", "intentd_checkpoint_failures_total",
-        "intentd_queue_examples", "intentd_ingest_paused", "intentd_kafka_consumer_lag",
-        "intentd_http_requests_total", "intentd_predict_duration_seconds",
-        "intentd_checkpoint_duration_seconds",
-        "intentd_checkpoint_last_success_timestamp_seconds", "intentd_build_info",
-        "process_resident_memory_bytes", "process_cpu_seconds_total",
-        "process_start_time_seconds"};
+    static const char *const names[] = {"intentd_events_consumed_total",
+                                        "intentd_events_rejected_total",
+                                        "intentd_examples_total",
+                                        "intentd_examples_trained_total",
+                                        "intentd_train_batches_total",
+                                        "intentd_progressive_auc",
+                                        "intentd_progressive_logloss",
+                                        "intentd_progressive_accuracy",
+                                        "intentd_progressive_precision",
+                                        "intentd_progressive_recall",
+                                        "intentd_progressive_mean_prediction",
+                                        "intentd_progressive_positive_rate",
+                                        "intentd_model_version",
+                                        "intentd_model_age_seconds",
+                                        "intentd_snapshots_published_total",
+                                        "intentd_snapshots_rejected_total",
+                                        "intentd_pending_labels",
+                                        "intentd_pending_transactions",
+                                        "intentd_unmatched_transactions_total",
+                                        "intentd_pending_evicted_total",
+                                        "intentd_unknown_features_total",
+                                        "intentd_dead_letter_errors_total",
+                                        "intentd_offset_resets_total",
+                                        "intentd_checkpoint_failures_total",
+                                        "intentd_queue_examples",
+                                        "intentd_ingest_paused",
+                                        "intentd_kafka_consumer_lag",
+                                        "intentd_http_requests_total",
+                                        "intentd_predict_duration_seconds",
+                                        "intentd_checkpoint_duration_seconds",
+                                        "intentd_checkpoint_last_success_timestamp_seconds",
+                                        "intentd_build_info",
+                                        "process_resident_memory_bytes",
+                                        "process_cpu_seconds_total",
+                                        "process_start_time_seconds"};
     struct stats s;
     stats_init(&s);
     struct config cfg = expo_cfg("c", "t");
@@ -117,24 +134,21 @@ void test_expo_values_and_partitions(void)
     CHECK(sample(page, "intentd_events_rejected_total{reason=\"bad_label\"}") == 3);
     CHECK(sample(page, "intentd_examples_total{label=\"positive\"}") == 5);
     CHECK(sample(page, "intentd_progressive_auc") == 0.75);
-    CHECK(sample(page, "intentd_kafka_consumer_lag{topic=\"clicks\\\"x\",partition=\"2\"}") ==
-          42);
-    CHECK(sample(page, "intentd_kafka_consumer_lag{topic=\"tx\\\\n\\ny\",partition=\"0\"}") ==
-          0);
+    CHECK(sample(page, "intentd_kafka_consumer_lag{topic=\"clicks\\\"x\",partition=\"2\"}") == 42);
+    CHECK(sample(page, "intentd_kafka_consumer_lag{topic=\"tx\\\\n\\ny\",partition=\"0\"}") == 0);
     /* only assigned partitions have lag series */
     CHECK(isnan(sample(page, "intentd_kafka_consumer_lag{topic=\"clicks\\\"x\",partition=\"0\"}")));
-    CHECK(sample(page, "intentd_offset_resets_total{topic=\"tx\\\\n\\ny\",partition=\"9\"}") ==
-          1);
-    CHECK(sample(page, "intentd_offset_resets_total{topic=\"clicks\\\"x\",partition=\"2\"}") ==
-          0);
-    CHECK(isnan(sample(page, "intentd_offset_resets_total{topic=\"clicks\\\"x\",partition=\"3\"}")));
+    CHECK(sample(page, "intentd_offset_resets_total{topic=\"tx\\\\n\\ny\",partition=\"9\"}") == 1);
+    CHECK(sample(page, "intentd_offset_resets_total{topic=\"clicks\\\"x\",partition=\"2\"}") == 0);
+    CHECK(
+        isnan(sample(page, "intentd_offset_resets_total{topic=\"clicks\\\"x\",partition=\"3\"}")));
     CHECK(sample(page, "intentd_http_requests_total{path=\"other\",code=\"404\"}") == 2);
     CHECK(sample(page, "intentd_http_requests_total{path=\"/v1/predict\",code=\"200\"}") == 0);
     CHECK(sample(page, "intentd_model_version") == 17);
     double age = sample(page, "intentd_model_age_seconds");
     CHECK(age >= 2.5 && age < 60);
-    CHECK_NEAR(sample(page, "intentd_checkpoint_last_success_timestamp_seconds"),
-               1764842400.123, 1e-3);
+    CHECK_NEAR(sample(page, "intentd_checkpoint_last_success_timestamp_seconds"), 1764842400.123,
+               1e-3);
     free(page);
 }
 
@@ -143,10 +157,10 @@ void test_expo_histogram_cumulative(void)
     struct stats s;
     stats_init(&s);
     struct config cfg = expo_cfg("c", "t");
-    stats_hist_observe(&s.predict_duration, 0.00001);  /* first bucket */
-    stats_hist_observe(&s.predict_duration, 0.00003);  /* le 5e-05 */
-    stats_hist_observe(&s.predict_duration, 0.0007);   /* le 0.001 */
-    stats_hist_observe(&s.predict_duration, 5.0);      /* +Inf only */
+    stats_hist_observe(&s.predict_duration, 0.00001); /* first bucket */
+    stats_hist_observe(&s.predict_duration, 0.00003); /* le 5e-05 */
+    stats_hist_observe(&s.predict_duration, 0.0007);  /* le 0.001 */
+    stats_hist_observe(&s.predict_duration, 5.0);     /* +Inf only */
     size_t len;
     char *page = expo_render(&s, &cfg, NULL, &len);
     CHECK(page);
