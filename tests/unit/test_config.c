@@ -77,15 +77,15 @@ void test_config_defaults(void)
     CHECK_INT_EQ(cfg->model.hidden[0], 64);
     CHECK_INT_EQ(cfg->model.hidden[1], 32);
     CHECK_INT_EQ(cfg->model.activation, ACTIVATION_RELU);
-    CHECK(cfg->model.dropout == 0.0 && cfg->model.l2 == 0.0 && cfg->model.ema_decay == 0.0);
+    CHECK(cfg->model.dropout == 0.0 && cfg->model.l2 == 0.0 && cfg->model.ema_decay == 0.995);
     CHECK_INT_EQ(cfg->model.seed, 1);
     CHECK_INT_EQ(cfg->optimizer.name, OPTIMIZER_ADAM);
-    CHECK(cfg->optimizer.learning_rate == 0.001);
+    CHECK(cfg->optimizer.learning_rate == 0.003);
     CHECK(cfg->optimizer.beta1 == 0.9 && cfg->optimizer.beta2 == 0.999);
     CHECK(cfg->optimizer.epsilon == 1.0e-8 && cfg->optimizer.momentum == 0.9);
-    CHECK_INT_EQ(cfg->training.batch_size, 128);
+    CHECK_INT_EQ(cfg->training.batch_size, 32);
     CHECK_INT_EQ(cfg->training.max_batch_wait_ms, 200);
-    CHECK(cfg->training.replay_ratio == 0.0);
+    CHECK(cfg->training.replay_ratio == 4.0);
     CHECK_INT_EQ(cfg->training.replay_capacity, 65536);
     CHECK_INT_EQ(cfg->training.queue_capacity, 65536);
     CHECK(cfg->training.positive_weight == 1.0);
@@ -191,7 +191,7 @@ void test_config_load_values(void)
     CHECK_INT_EQ(cfg->optimizer.name, OPTIMIZER_SGD);
     CHECK(cfg->optimizer.learning_rate == 0.1);
     /* untouched keys keep their defaults */
-    CHECK_INT_EQ(cfg->training.batch_size, 128);
+    CHECK_INT_EQ(cfg->training.batch_size, 32);
     CHECK_INT_EQ(cfg->nfeatures, 3);
     config_free(cfg);
 }
@@ -462,9 +462,9 @@ void test_config_print_defaults_every_key(void)
                           "\n  properties: {}\n",
                           "\n  max_event_bytes: 64KiB\n",
                           "\n  hidden: [64, 32]\n",
-                          "\n  ema_decay: 0.0\n",
+                          "\n  ema_decay: 0.995\n",
                           "\n  epsilon: 1e-08\n",
-                          "\n  learning_rate: 0.001\n",
+                          "\n  learning_rate: 0.003\n",
                           "\n  max_batch_wait: 200ms\n",
                           "\n  positive_weight: 1.0\n",
                           "\n  connection_timeout: 30s\n",
@@ -642,11 +642,11 @@ void test_config_print_docs_and_live_marks(void)
     struct config *cfg = config_new();
     char *text = print_to_string(cfg);
     CHECK_STR_HAS(text, "\n# (live) debug | info | warn | error\nlog_level: info\n");
-    CHECK_STR_HAS(text, "\n  # (live) step size\n  learning_rate: 0.001\n");
+    CHECK_STR_HAS(text, "\n  # (live) step size\n  learning_rate: 0.003\n");
     CHECK_STR_HAS(text, "\n  # widths of the hidden layers ([] = logistic regression)\n"
                         "  hidden: [64, 32]\n");
     CHECK_STR_HAS(text, "\n  # served weights are an exponential moving average of the trained "
-                        "ones; 0 = off\n  ema_decay: 0.0\n");
+                        "ones; 0 = off\n  ema_decay: 0.995\n");
     free(text);
     config_free(cfg);
 }
