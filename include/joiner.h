@@ -64,6 +64,10 @@ struct joiner_counts {
     uint64_t matched_held;      /* positives made by a held transaction */
     uint64_t unmatched;         /* transactions that found no click (expired or dropped) */
     uint64_t held_dropped;      /* of unmatched, dropped because the held table was full */
+    uint64_t late_clicks;       /* joined clicks whose window had closed before they came
+                                   (last + W below the watermark): negatives at once */
+    uint64_t late_transactions; /* transactions below the watermark with no pending click
+                                   when they came: unmatched at once */
     uint64_t pending;           /* gauge: pending sessions */
     uint64_t held_transactions; /* gauge: transactions held for their click */
     int64_t watermark;          /* INT64_MIN until the first one */

@@ -605,6 +605,8 @@ int joiner_add_click(struct joiner *j, int32_t partition, const char *session, s
             emit_pending(j, p, 1);
         }
     } else {
+        /* The watermark has not moved yet (only advance moves it). */
+        if (sat_add(ts, j->window) < j->watermark) j->c.late_clicks++;
         struct held *h = held_match(j, session, len, hash, ts, ts);
         if (h) { /* its transaction came first: a positive at once, never pending */
             held_drop(j, h);
@@ -694,7 +696,8 @@ int joiner_add_transaction(struct joiner *j, int32_t partition, const char *sess
         return 0;
     }
 
-    /* Hold it until its click comes or the watermark passes it. */
+    /* Hold it until its click comes or the watermark passes it (at once when late). */
+    if (ts < j->watermark) j->c.late_transactions++;
     while (j->nheld >= j->max_held) {
         held_drop(j, held_of_item(htop(&j->expiries)));
         j->c.unmatched++;
@@ -740,13 +743,14 @@ void joiner_counts(const struct joiner *j, struct joiner_counts *out)
  *   u64 nheld, nheld × {u64 seq, i64 ts, u32 keylen, key}
  */
 
-#define NCOUNTERS 10 /* clicks .. held_dropped */
+#define NCOUNTERS 12 /* clicks .. late_transactions */
 
 static uint64_t *counter_at(struct joiner_counts *c, int i)
 {
-    uint64_t *f[NCOUNTERS] = {&c->clicks,    &c->transactions, &c->positives, &c->negatives,
-                              &c->direct,    &c->evicted,      &c->replaced,  &c->matched_held,
-                              &c->unmatched, &c->held_dropped};
+    uint64_t *f[NCOUNTERS] = {&c->clicks,       &c->transactions, &c->positives,
+                              &c->negatives,    &c->direct,       &c->evicted,
+                              &c->replaced,     &c->matched_held, &c->unmatched,
+                              &c->held_dropped, &c->late_clicks,  &c->late_transactions};
     return f[i];
 }
 

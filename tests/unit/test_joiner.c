@@ -181,6 +181,8 @@ void test_joiner_watermark_closes_windows_strictly(void)
     txn(j, 0, "nobody", T0);
     CHECK_INT_EQ(counts(j).unmatched, 1);
     CHECK_INT_EQ(counts(j).held_transactions, 0);
+    CHECK_INT_EQ(counts(j).late_clicks, 1);
+    CHECK_INT_EQ(counts(j).late_transactions, 1);
     /* A transaction of a pending session still matches by event time, even late. */
     txn(j, 0, "z1", T0 + W + L + 5);
     CHECK_INT_EQ(o.n, 3);
