@@ -113,6 +113,7 @@ size_t learner_holdout_size(const struct learner *l);
 void learner_set_learning_rate(struct learner *l, double lr);
 void learner_set_replay_ratio(struct learner *l, double ratio);
 void learner_set_threshold(struct learner *l, double threshold);
+void learner_set_positive_weight(struct learner *l, double positive_weight);
 void learner_set_gate(struct learner *l, double max_regression, uint32_t min_holdout);
 
 /* The whole learning state, for checkpoints: schema and shape, model parameters and

@@ -501,6 +501,11 @@ void learner_set_threshold(struct learner *l, double threshold)
     metrics_set_threshold(l->metrics, threshold);
 }
 
+void learner_set_positive_weight(struct learner *l, double positive_weight)
+{
+    l->positive_weight = positive_weight;
+}
+
 void learner_set_gate(struct learner *l, double max_regression, uint32_t min_holdout)
 {
     l->max_regression = max_regression;
