@@ -16,6 +16,7 @@ SANFLAGS :=
 else
 BUILD := build-san-$(subst $(comma),-,$(SAN))
 SANFLAGS := -fsanitize=$(SAN) -fno-omit-frame-pointer
+SANDEFS := -DINTENTD_NO_CLONES
 ifneq ($(findstring undefined,$(SAN)),)
 SANFLAGS += -fno-sanitize-recover=undefined
 endif
@@ -28,7 +29,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow
 CFLAGS  ?= -g -O2
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -iquote include $(PKG_CFLAGS) $(SANFLAGS) \
-           -DINTENTD_VERSION='"$(VERSION)"' -MMD -MP
+           -DINTENTD_VERSION='"$(VERSION)"' $(SANDEFS) -MMD -MP
 LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
