@@ -26,6 +26,11 @@
 #include "log.h"
 
 #define INGEST_POLL_MS 100
+#define INGEST_STATS_MS 250     /* counters and gauges to /metrics this often */
+#define INGEST_TICK_MS 1000     /* joiner idle-timeout tick */
+#define INGEST_HI_QUERY_MS 2000 /* while paused: ask the brokers for high watermarks */
+#define INGEST_HI_QUERY_TIMEOUT_MS 500
+#define INGEST_DLQ_WAIT_MS 5000 /* a due barrier waits this long for dead-letter acks */
 #define INGEST_MAX_HELD 4096 /* messages held while paused (at most one per partition) */
 
 struct ingest {
@@ -50,6 +55,8 @@ struct ingest {
     int64_t handed[TOPIC_N][STATS_MAX_PARTITIONS];   /* next offset handled; -1: none */
     int64_t resume_at[TOPIC_N][STATS_MAX_PARTITIONS]; /* from the checkpoint; -1: none */
     uint8_t assigned[TOPIC_N][STATS_MAX_PARTITIONS];
+    int64_t hi_queried[TOPIC_N][STATS_MAX_PARTITIONS]; /* broker high watermark, -1: none */
+    uint64_t last_hi_query_ms;
     uint64_t counters[INGEST_NCOUNTERS];
     uint64_t barrier_seq;
     int paused;
@@ -185,12 +192,27 @@ static void reject(struct ingest *in, const rd_kafka_message_t *m, int reason, c
 {
     in->counters[INGEST_REJECTED_FIRST + reason]++;
     uint64_t sup;
-    if (log_ratelimit_ok(&in->reject_rl, &sup))
-        LOG(LOG_WARN, "ingest",
-            "rejected %s[%d]@%" PRId64 " (%s): %s%s", rd_kafka_topic_name(m->rkt),
-            (int)m->partition, m->offset, stats_reject_names[reason], why,
-            sup ? " (earlier rejections suppressed)" : "");
+    if (log_ratelimit_ok(&in->reject_rl, &sup)) {
+        if (sup)
+            LOG(LOG_WARN, "ingest", "%" PRIu64 " more rejections were not logged (at most %u "
+                "lines per %" PRIu64 " s; intentd_events_rejected_total counts them all)",
+                sup, in->reject_rl.burst, in->reject_rl.period_ms / 1000);
+        LOG(LOG_WARN, "ingest", "rejected %s[%d]@%" PRId64 " (%s): %s",
+            rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset,
+            stats_reject_names[reason], why);
+    }
     dead_letter(in, m, reason);
+}
+
+/* The suppressed-rejections summary also when no rejection follows to carry it. */
+static void reject_log_flush(struct ingest *in, uint64_t now)
+{
+    struct log_ratelimit *rl = &in->reject_rl;
+    if (rl->suppressed == 0 || now - rl->window_start_ms < rl->period_ms) return;
+    LOG(LOG_WARN, "ingest", "%" PRIu64 " more rejections were not logged (at most %u lines "
+        "per %" PRIu64 " s; intentd_events_rejected_total counts them all)",
+        rl->suppressed, rl->burst, rl->period_ms / 1000);
+    rl->suppressed = 0;
 }
 
 static void handle_message(struct ingest *in, rd_kafka_message_t *m)
@@ -278,6 +300,7 @@ static void on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts)
             tp->offset = RD_KAFKA_OFFSET_STORED; /* committed, else earliest */
         }
         in->assigned[t][p] = 1;
+        in->hi_queried[t][p] = -1; /* a recreated topic starts over */
         joiner_assign(in->joiner, t, p, log_now_ms());
         LOG(LOG_INFO, "ingest", "assigned %s[%d] at %s%" PRId64, tp->topic, p,
             tp->offset >= 0 ? "offset " : "the committed offset ",
@@ -422,22 +445,41 @@ static void commit_durable(struct ingest *in, int sync)
 
 /* ---- lag ---- */
 
-static void update_lag(struct ingest *in)
+/* intentd_kafka_consumer_lag: per assigned partition, the broker's high watermark minus the
+ * next offset ingest has to handle (a message that sits in the joiner or the queue counts as
+ * handled; lag is what has not been read yet). */
+static void update_lag(struct ingest *in, uint64_t now)
 {
     rd_kafka_topic_partition_list_t *l = assigned_list(in);
     if (!l) return;
     rd_kafka_position(in->consumer, l);
+    /* A paused partition is not fetched, so librdkafka's cached high watermark stops while
+     * producers go on: under backpressure, exactly when an operator looks at the lag, it
+     * would freeze.  So while paused, ask the brokers every INGEST_HI_QUERY_MS; bounded: one
+     * short request per partition, given up at the first that fails (a broker down). */
+    int query = in->paused && now - in->last_hi_query_ms >= INGEST_HI_QUERY_MS;
+    if (query) in->last_hi_query_ms = now;
     for (int i = 0; i < l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &l->elems[i];
         int t = topic_kind(in, tp->topic);
         int p = (int)tp->partition;
         if (t < 0 || p < 0 || p >= STATS_MAX_PARTITIONS) continue;
-        int64_t lo, hi;
+        int64_t lo = -1, hi = -1;
         if (rd_kafka_get_watermark_offsets(in->consumer, tp->topic, tp->partition, &lo, &hi))
-            continue;
+            lo = hi = -1;
+        if (query) {
+            int64_t qlo, qhi;
+            if (rd_kafka_query_watermark_offsets(in->consumer, tp->topic, tp->partition, &qlo,
+                                                 &qhi, INGEST_HI_QUERY_TIMEOUT_MS) == 0)
+                in->hi_queried[t][p] = qhi;
+            else
+                query = 0;
+        }
+        if (in->hi_queried[t][p] > hi) hi = in->hi_queried[t][p];
         int64_t pos = in->handed[t][p] >= 0 ? in->handed[t][p] : tp->offset;
         if (pos < 0) pos = lo;
-        if (hi >= 0) atomic_store(&in->stats->consumer_lag[t][p], hi > pos ? hi - pos : 0);
+        if (hi >= 0 && pos >= 0)
+            atomic_store(&in->stats->consumer_lag[t][p], hi > pos ? hi - pos : 0);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -501,7 +543,7 @@ static void *ingest_main(void *arg)
     /* Role: the only thread that talks to Kafka's consumer.  Reads, validates, joins and
      * queues; puts checkpoint barriers; commits what the trainer made durable. */
     struct ingest *in = arg;
-    uint64_t last_tick = 0, last_barrier = log_now_ms();
+    uint64_t last_tick = 0, last_stats = 0, last_barrier = log_now_ms(), barrier_due = 0;
     int barrier_wanted = 0;
     while (!atomic_load(&in->stop)) {
         uint64_t now = log_now_ms();
@@ -510,28 +552,56 @@ static void *ingest_main(void *arg)
         else if (in->paused && queue_below_low_water(in->q))
             set_paused(in, 0);
 
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(in->consumer, INGEST_POLL_MS);
-        if (m) {
-            if (m->err) {
-                consumer_error(in, m);
-                rd_kafka_message_destroy(m);
-            } else {
-                handle_or_hold(in, m);
+        if (barrier_wanted && in->dirty && atomic_load(&in->dlq_outstanding) > 0 &&
+            now - barrier_due < INGEST_DLQ_WAIT_MS) {
+            /* A barrier is due but dead-letter copies are in flight: read nothing new until
+             * they are acknowledged, or a steady stream of bad messages (always one copy in
+             * flight) would hold every checkpoint off.  Acks take milliseconds; bounded, so
+             * that an unreachable dead-letter topic does not stop consumption (the barrier
+             * is then skipped below and tried again at the next interval). */
+            rd_kafka_poll(in->dlq, INGEST_POLL_MS);
+        } else {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(in->consumer, INGEST_POLL_MS);
+            if (m) {
+                if (m->err) {
+                    consumer_error(in, m);
+                    rd_kafka_message_destroy(m);
+                } else {
+                    handle_or_hold(in, m);
+                }
             }
+            if (in->dlq) rd_kafka_poll(in->dlq, 0);
         }
-        if (in->dlq) rd_kafka_poll(in->dlq, 0);
 
         now = log_now_ms();
-        if (now - last_tick >= 1000) {
+        if (now - last_tick >= INGEST_TICK_MS) {
             joiner_tick(in->joiner, now);
-            update_lag(in);
-            sync_stats(in);
+            reject_log_flush(in, now);
             last_tick = now;
         }
-        if (now - last_barrier >= atomic_load(&in->checkpoint_interval_ms)) barrier_wanted = 1;
+        if (now - last_stats >= INGEST_STATS_MS) {
+            update_lag(in, now);
+            sync_stats(in);
+            last_stats = now;
+        }
+        if (!barrier_wanted && now - last_barrier >= atomic_load(&in->checkpoint_interval_ms)) {
+            barrier_wanted = 1;
+            barrier_due = now;
+        }
         /* A barrier only when every dead-letter copy so far is acknowledged (their offsets
          * may be committed only then). */
         if (barrier_wanted && !in->dirty) { /* nothing new: the last checkpoint holds */
+            barrier_wanted = 0;
+            last_barrier = now;
+        }
+        if (barrier_wanted && atomic_load(&in->dlq_outstanding) > 0 &&
+            now - barrier_due >= INGEST_DLQ_WAIT_MS) {
+            uint64_t sup;
+            if (log_ratelimit_ok(&in->error_rl, &sup))
+                LOG(LOG_WARN, "ingest", "checkpoint skipped: %" PRIu64 " dead-letter copies "
+                    "unacknowledged for %d s (is %s writable?)",
+                    (uint64_t)atomic_load(&in->dlq_outstanding), INGEST_DLQ_WAIT_MS / 1000,
+                    in->cfg->kafka.dead_letter_topic);
             barrier_wanted = 0;
             last_barrier = now;
         }
@@ -682,7 +752,7 @@ struct ingest *ingest_new(const struct config *cfg, const char *brokers, struct 
     pthread_cond_init(&in->cond, NULL);
     for (int t = 0; t < TOPIC_N; t++)
         for (int p = 0; p < STATS_MAX_PARTITIONS; p++)
-            in->handed[t][p] = in->resume_at[t][p] = -1;
+            in->handed[t][p] = in->resume_at[t][p] = in->hi_queried[t][p] = -1;
     if (resume) {
         for (size_t i = 0; i < resume->noffsets; i++) {
             const struct checkpoint_offset *o = &resume->offsets[i];
