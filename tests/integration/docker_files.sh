@@ -3,8 +3,8 @@
 # without one: Prometheus config and alert rules (promtool check, plus promtool's unit tests of
 # the alerts), every PromQL expression of the Grafana dashboard, the dashboard JSON and the
 # compose/provisioning YAML, that the files refer to each other consistently (ports, paths,
-# datasource uid, metric names that the daemon really exports), that docker/intentd.yaml is
-# config/intentd.yaml but for the two container settings and passes --check-config, and that
+# datasource uid, metric names that the daemon really exports), that docker/intentd.yaml has
+# the reference's effective configuration but for the two container settings, and that
 # the Dockerfile's runtime packages provide every shared library the programs link.
 . tests/integration/lib.sh
 command -v promtool > /dev/null || { echo "promtool not installed"; exit 77; }
@@ -93,12 +93,14 @@ check(any(str(v).split(":")[1] == "/var/lib/intentd" for v in i.get("volumes", [
 check(str(i.get("stop_grace_period", "")) in ("60s", "1m", "90s", "2m"),
       "compose: intentd needs a stop_grace_period for its final checkpoint")
 
-# The configuration of the container = the reference, but for brokers and listen.
+# The configuration of the container: the compose broker, all interfaces (the rest is
+# compared below through --print-config).
 ref, dock = load_yaml("config/intentd.yaml"), load_yaml("docker/intentd.yaml")
 check(dock["kafka"]["brokers"] == "kafka:9092", "docker/intentd.yaml: brokers is not kafka:9092")
 check(dock["http"]["listen"] == "0.0.0.0:8080", "docker/intentd.yaml: listen is not 0.0.0.0:8080")
-dock["kafka"]["brokers"], dock["http"]["listen"] = ref["kafka"]["brokers"], ref["http"]["listen"]
-check(dock == ref, "docker/intentd.yaml differs from config/intentd.yaml beyond brokers/listen")
+check(dock["features"] == ref["features"], "docker/intentd.yaml: features differ from the reference")
+check(dock.get("state_dir", "/var/lib/intentd") == "/var/lib/intentd",
+      "docker/intentd.yaml: state_dir is not the image's volume")
 port = "8080"
 
 # Dockerfile: bookworm-slim, two stages, non-root, port and health check consistent.
@@ -183,10 +185,16 @@ promtool check rules "$T/dashboard-rules.yml" > "$T/promql.log" 2>&1 \
     || { cat "$T/promql.log"; fail "a dashboard expression is not valid PromQL"; }
 note "every dashboard expression parses: $(grep -o '[0-9]* rules' "$T/promql.log")"
 
-note "docker/intentd.yaml passes --check-config"
+note "docker/intentd.yaml passes --check-config; its effective configuration is the reference's"
 [ -x "$BIN/intentd" ] || fail "$BIN/intentd not built"
 "$BIN/intentd" --check-config -c "$D/intentd.yaml" > "$T/check.log" 2>&1 \
     || { cat "$T/check.log"; fail "docker/intentd.yaml does not pass --check-config"; }
+"$BIN/intentd" --print-config -c config/intentd.yaml > "$T/ref.eff" || fail "--print-config"
+"$BIN/intentd" --print-config -c "$D/intentd.yaml" \
+    | sed -e 's|^  brokers: kafka:9092$|  brokers: embedded|' \
+          -e 's|^  listen: 0.0.0.0:8080$|  listen: 127.0.0.1:8080|' > "$T/docker.eff"
+diff "$T/ref.eff" "$T/docker.eff" > "$T/eff.diff" \
+    || { cat "$T/eff.diff"; fail "docker/intentd.yaml differs from the reference beyond brokers/listen"; }
 
 # The runtime image installs exactly the named packages: together with what they depend on
 # (and the base image's libc), they must provide every library the programs link.
