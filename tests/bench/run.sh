@@ -52,4 +52,98 @@ if want buckets; then
         status=1
 fi
 
+# http — /v1/predict under load (issue 5): wrk -t2 -c64 POSTing one UCI row
+# (tests/bench/predict.lua) for HTTP_SECONDS (default 5) s per run, three runs per target,
+# medians reported.  Every server uses libmicrohttpd's internal pool of 2 threads with epoll:
+#   bare     bare_http: a constant JSON answer (the ceiling of the HTTP stack)
+#   json     bare_http_json: also parses the body with jansson and reads its fields (the
+#            ceiling of HTTP + JSON)
+#   inproc   http_snapshot: intentd's http.c alone on one hand-built snapshot
+#   swaps    intentd learning from a replay at 2,000 events/s, snapshot.interval 100ms
+#   still    the same under the same replay with snapshot.interval 1h (one snapshot)
+# The first four run round-robin while the learning daemon runs, so all see the same load.
+# Acceptance: swaps >= 0.85 x json with zero non-2xx; p99(swaps) <= 1.25 x p99(still).
+if want http; then
+    echo "== http: intentd /v1/predict vs bare libmicrohttpd servers (wrk -t2 -c64)"
+    (
+        . tests/integration/lib_daemon.sh
+        ld_init
+        D=${HTTP_SECONDS:-5}
+        command -v wrk > /dev/null || { echo "wrk missing (Debian package wrk)"; exit 1; }
+        # run NAME PORT ROUND: one wrk run into $T/NAME.ROUND.
+        run() {
+            wrk -t2 -c64 -d"${D}s" --latency -s tests/bench/predict.lua \
+                "http://127.0.0.1:$2/v1/predict" > "$T/$1.$3" 2>&1 || fail "wrk on $1 failed"
+        }
+        rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+        p99() {
+            awk '$1 == "99%" { v = $2
+                if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+                else if (v ~ /ms$/) sub(/ms$/, "", v)
+                else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
+                print v }' "$1"
+        }
+        bad() {  # non-2xx answers plus socket errors
+            awk '/Non-2xx or 3xx responses:/ { n += $5 }
+                 /Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+                 END { print n + 0 }' "$1"
+        }
+        median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+        # summary NAME: "NAME  req/s MED  p99 MED ms  non-2xx SUM" and sets MED_RPS, MED_P99, BAD.
+        summary() {
+            MED_RPS=$(median $(for r in 1 2 3; do rps "$T/$1.$r"; done))
+            MED_P99=$(median $(for r in 1 2 3; do p99 "$T/$1.$r"; done))
+            BAD=0; for r in 1 2 3; do BAD=$((BAD + $(bad "$T/$1.$r"))); done
+            printf '%-7s req/s %9.0f  (runs %s)  p99 %7.3f ms  non-2xx+errors %s\n' "$1" \
+                "$MED_RPS" "$(for r in 1 2 3; do printf '%.0f ' "$(rps "$T/$1.$r")"; done)" \
+                "$MED_P99" "$BAD"
+        }
+        # daemon NAME INTERVAL: a daemon learning from a looping replay at 2,000 events/s.
+        daemon() {
+            DAEMON_PORT=""; DAEMON_STATE="$T/$1-state"
+            daemon_config "$T/$1.yaml" "snapshot.interval=$2" log_level=warn
+            daemon_start "$1" "$T/$1.yaml"
+            daemon_wait_healthy 60
+            wait_for 60 "[ -s '$DAEMON_STATE/embedded-brokers' ]"
+            replay_bg "$1-replay" "$T/$1.yaml" --csv tests/data/online_shoppers_intention.csv \
+                --label Revenue --direct --rate 2000 --loop
+            daemon_wait_ready 120
+            sleep 2 # past the start-up burst
+        }
+        BP=$(free_port); JP=$(free_port); IP=$(free_port)
+        start_bg bare "$BIN/bench/bare_http" "$BP" 2
+        start_bg json "$BIN/bench/bare_http_json" "$JP" 2
+        start_bg inproc "$BIN/bench/http_snapshot" "$IP" 2
+        for p in $BP $JP $IP; do
+            wait_for 30 "curl -fs -o /dev/null -d '{\"features\": {}}' http://127.0.0.1:$p/v1/predict"
+        done
+        daemon swaps 100ms
+        v0=$(metric intentd_model_version)
+        for r in 1 2 3; do
+            run bare "$BP" $r; run json "$JP" $r; run inproc "$IP" $r; run swaps "$DAEMON_PORT" $r
+        done
+        v1=$(metric intentd_model_version)
+        swap_rate=$(awk -v a="$v0" -v b="$v1" -v s=$((12 * D)) 'BEGIN { printf "%.1f", (b - a) / s }')
+        daemon_stop 30 || fail "intentd (swaps) exit $DAEMON_RC"
+        kill "$REPLAY_PID" 2> /dev/null
+        daemon still 1h
+        for r in 1 2 3; do run still "$DAEMON_PORT" $r; done
+        daemon_stop 30 || fail "intentd (still) exit $DAEMON_RC"
+        kill "$REPLAY_PID" 2> /dev/null
+        summary bare; B_RPS=$MED_RPS
+        summary json; J_RPS=$MED_RPS
+        summary inproc; I_RPS=$MED_RPS
+        summary swaps; S_RPS=$MED_RPS; S_P99=$MED_P99; S_BAD=$BAD
+        summary still; T_P99=$MED_P99; T_BAD=$BAD
+        echo "snapshots swapped in during the swaps runs: $swap_rate per second"
+        awk -v s="$S_RPS" -v j="$J_RPS" -v b="$B_RPS" -v i="$I_RPS" -v sp="$S_P99" -v tp="$T_P99" \
+            -v bad=$((S_BAD + T_BAD)) 'BEGIN {
+            printf "intentd/json %.3f (>= 0.85)  intentd/bare %.3f  inproc/json %.3f\n", s / j, s / b, i / j
+            printf "p99 swaps/still %.3f (<= 1.25)\n", sp / tp
+            ok = s / j >= 0.85 && sp / tp <= 1.25 && bad == 0
+            print ok ? "http: acceptance met" : "http: acceptance NOT met"
+            exit !ok }'
+    ) || status=1
+fi
+
 exit $status
