@@ -178,8 +178,14 @@ struct features_norm {
 struct features_norm *features_norm_new(uint32_t ndense);
 struct features_norm *features_norm_free(struct features_norm *n);
 
-/* Adds the B examples of a batch of raw dense rows x (B, ndense); NaN = missing. */
+/* Adds the B examples of a batch of raw dense rows x (B, ndense); NaN = missing.  A batch
+ * is merged as a whole (Chan et al.), so the result depends on how the stream is cut into
+ * batches only by float rounding. */
 void features_norm_update(struct features_norm *n, const float *x, size_t B);
+
+/* The same from B example records of `stride` bytes (their dense parts). */
+void features_norm_update_examples(struct features_norm *n, const void *records, size_t stride,
+                                   size_t B);
 
 /* Freezes the statistics as float mean (ndense) and inv_std (ndense): 1/std of the
  * population variance, or 1 while a column has fewer than 2 values or no spread. */

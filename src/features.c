@@ -476,6 +476,15 @@ int features_from_csv_row(const struct features *f, const int *colmap, char *con
 
 /* ---- the normaliser ---- */
 
+/* The hot loops (every value of every batch, and of every request) are vectorised where
+ * the CPU allows.  No ifunc clones in sanitizer builds: their resolvers run before the
+ * sanitizer run time is up (ThreadSanitizer crashes there). */
+#if defined(INTENTD_NO_CLONES) || defined(__SANITIZE_THREAD__)
+#define FEATURES_CLONES
+#else
+#define FEATURES_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 struct features_norm *features_norm_new(uint32_t ndense)
 {
     struct features_norm *n = calloc(1, sizeof *n);
@@ -500,20 +509,58 @@ struct features_norm *features_norm_free(struct features_norm *n)
     return NULL;
 }
 
-void features_norm_update(struct features_norm *n, const float *x, size_t B)
+/* Sums one batch's rows about a shift k (the running mean, so the sums stay small and
+ * single precision is accurate): per column the count, Σ d and Σ d² of d = v - k over
+ * the values present.  One pass, no division, vectorised where the CPU allows. */
+FEATURES_CLONES static void batch_moments(uint32_t nd, const char *base, size_t B,
+                                          size_t stride, const float *k, float *cnt, float *s1,
+                                          float *s2)
 {
+    for (uint32_t j = 0; j < nd; j++) cnt[j] = s1[j] = s2[j] = 0;
     for (size_t b = 0; b < B; b++) {
-        const float *row = x + b * n->ndense;
-        for (uint32_t j = 0; j < n->ndense; j++) {
+        const float *row = (const float *)(const void *)(base + b * stride);
+        for (uint32_t j = 0; j < nd; j++) {
             float v = row[j];
-            if (v != v) continue; /* missing */
-            double c = n->count[j] + 1.0;
-            double d = (double)v - n->mean[j];
-            n->count[j] = c;
-            n->mean[j] += d / c;
-            n->m2[j] += d * ((double)v - n->mean[j]);
+            float ok = v == v ? 1.0f : 0.0f; /* NaN = missing */
+            float d = v == v ? v - k[j] : 0.0f;
+            cnt[j] += ok;
+            s1[j] += d;
+            s2[j] += d * d;
         }
     }
+}
+
+/* Merges B rows (stride bytes apart) into n: the batch's own count, mean and M2, then Chan
+ * et al.'s pairwise combination — a few divisions per column per batch, not per value. */
+static void norm_update_rows(struct features_norm *n, const float *x, size_t B, size_t stride)
+{
+    uint32_t nd = n->ndense;
+    float k[CONFIG_MAX_FEATURES] = {0}, cnt[CONFIG_MAX_FEATURES], s1[CONFIG_MAX_FEATURES],
+        s2[CONFIG_MAX_FEATURES];
+    for (uint32_t j = 0; j < nd; j++) k[j] = (float)n->mean[j];
+    batch_moments(nd, (const char *)x, B, stride, k, cnt, s1, s2);
+    for (uint32_t j = 0; j < nd; j++) {
+        if (cnt[j] == 0) continue;
+        double nb = cnt[j], na = n->count[j], tot = na + nb;
+        double mb = (double)k[j] + (double)s1[j] / nb;
+        double m2b = (double)s2[j] - (double)s1[j] * (double)s1[j] / nb;
+        if (m2b < 0) m2b = 0;
+        double delta = mb - n->mean[j];
+        n->mean[j] += delta * (nb / tot);
+        n->m2[j] += m2b + delta * delta * (na * nb / tot);
+        n->count[j] = tot;
+    }
+}
+
+void features_norm_update(struct features_norm *n, const float *x, size_t B)
+{
+    norm_update_rows(n, x, B, sizeof(float) * n->ndense);
+}
+
+void features_norm_update_examples(struct features_norm *n, const void *records, size_t stride,
+                                   size_t B)
+{
+    norm_update_rows(n, ((const struct example *)records)->dense, B, stride);
 }
 
 void features_norm_freeze(const struct features_norm *n, float *mean, float *inv_std)
@@ -527,12 +574,13 @@ void features_norm_freeze(const struct features_norm *n, float *mean, float *inv
     }
 }
 
-void features_standardise(uint32_t ndense, const float *mean, const float *inv_std,
-                          const float *x, float *out)
+FEATURES_CLONES void features_standardise(uint32_t ndense, const float *mean,
+                                          const float *inv_std, const float *x, float *out)
 {
     for (uint32_t j = 0; j < ndense; j++) {
         float v = x[j];
-        out[j] = v != v ? 0.0f : (v - mean[j]) * inv_std[j];
+        float z = (v - mean[j]) * inv_std[j];
+        out[j] = v == v ? z : 0.0f;
     }
 }
 

@@ -255,11 +255,12 @@ static size_t ema_before_step(struct learner *l, const uint32_t *cat, size_t B)
 }
 
 /* The EMA pass touches every dense parameter each step: worth the wider vector units where
- * the CPU has them.  Not under TSan, whose run time is not up yet when ifunc resolvers run. */
-#ifdef __SANITIZE_THREAD__
+ * the CPU has them.  No ifunc clones in sanitizer builds: their resolvers run before the
+ * sanitizer run time is up (ThreadSanitizer crashes there). */
+#if defined(INTENTD_NO_CLONES) || defined(__SANITIZE_THREAD__)
 #define EMA_CLONES
 #else
-#define EMA_CLONES __attribute__((target_clones("avx2", "default")))
+#define EMA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 
 EMA_CLONES static void ema_axpy(float *e, const float *p, size_t n, float d)
@@ -348,8 +349,7 @@ static int train_pending(struct learner *l)
         return -EINVAL;
     }
     for (size_t i = 0; i < B; i++) metrics_add(l->metrics, l->prob[i], l->label[i]);
-    for (size_t i = 0; i < B; i++)
-        features_norm_update(l->norm, rec(l->pending, l->stride, i)->dense, 1);
+    features_norm_update_examples(l->norm, l->pending, l->stride, B);
     step(l, B);
     l->c.fresh_batches++;
     l->c.examples_trained += B;

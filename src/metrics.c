@@ -74,14 +74,14 @@ static double logloss_of(double p, int y)
     return y ? -log(p) : -log1p(-p);
 }
 
-static uint32_t bin_of(float p)
+/* The log loss of one example and its histogram bin, from the same two logarithms. */
+static double loss_and_bin(float p, int y, uint32_t *bin)
 {
     double q = clamp_p(p);
-    double z = log(q / (1.0 - q));
-    double b = (z + LOGIT_RANGE) * (AUC_BINS / (2.0 * LOGIT_RANGE));
-    if (b < 0) return 0;
-    if (b >= AUC_BINS) return AUC_BINS - 1;
-    return (uint32_t)b;
+    double lp = log(q), lq = log1p(-q);
+    double b = (lp - lq + LOGIT_RANGE) * (AUC_BINS / (2.0 * LOGIT_RANGE));
+    *bin = b < 0 ? 0 : b >= AUC_BINS ? AUC_BINS - 1 : (uint32_t)b;
+    return y ? -lp : -lq;
 }
 
 void metrics_add(struct metrics *m, float p, float label)
@@ -107,12 +107,13 @@ void metrics_add(struct metrics *m, float p, float label)
             m->fp++;
     }
     m->correct += (uint64_t)(pred == y);
-    m->sum_logloss += logloss_of(p, y);
+    uint32_t bin;
+    m->sum_logloss += loss_and_bin(p, y, &bin);
     m->sum_p += p;
     if (y)
-        m->bin_pos[bin_of(p)]++;
+        m->bin_pos[bin]++;
     else
-        m->bin_neg[bin_of(p)]++;
+        m->bin_neg[bin]++;
     if (m->exact) {
         if (m->all_n == m->all_cap) {
             size_t cap = m->all_cap ? m->all_cap * 2 : 4096;
