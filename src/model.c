@@ -19,10 +19,16 @@
 
 #include "config.h"
 
-#if defined(__x86_64__)
-#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+/* No ifunc clones in sanitizer builds: their resolvers run before the sanitizer
+ * runtime is up (ThreadSanitizer crashes there). */
+#ifdef INTENTD_NO_CLONES
 #define HOT
+#else
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#else
+#define HOT /* TSan instruments the ifunc resolvers, which run before its runtime is up */
 #endif
 
 /* openblas's cblas.h declares it, the reference cblas.h does not. */
