@@ -66,6 +66,11 @@ struct learner {
     size_t e_off, e_len;  /* E's offset and length (floats) in the parameter block */
 
     float *hold_p, *hold_y; /* (holdout capacity) gate scratch */
+    /* The last learner_snapshot's holdout loss, reused by the gate while the holdout has not
+     * changed (the trainer gates right after making a candidate). */
+    char last_fp[SNAPSHOT_FINGERPRINT_LEN + 1];
+    uint64_t last_fp_seen;
+    double last_fp_loss;
 
     struct learner_counters c;
 };
@@ -466,6 +471,9 @@ struct snapshot *learner_snapshot(struct learner *l, uint64_t version, int64_t n
     s->holdout.logloss = loss;
     s->holdout.auc = auc;
     s->holdout.n = reservoir_size(l->holdout);
+    memcpy(l->last_fp, s->fingerprint, sizeof l->last_fp);
+    l->last_fp_seen = reservoir_seen(l->holdout);
+    l->last_fp_loss = loss;
     return s;
 }
 
@@ -475,7 +483,11 @@ int learner_gate(struct learner *l, const struct snapshot *candidate,
     double cl = NAN, sl = NAN;
     int accept = 1;
     if (reservoir_size(l->holdout) >= l->min_holdout && reservoir_size(l->holdout) > 0) {
-        if (candidate) holdout_eval(l, candidate, &cl, NULL);
+        if (candidate && reservoir_seen(l->holdout) == l->last_fp_seen &&
+            strcmp(candidate->fingerprint, l->last_fp) == 0)
+            cl = l->last_fp_loss; /* same weights, same holdout: same loss */
+        else if (candidate)
+            holdout_eval(l, candidate, &cl, NULL);
         if (served) holdout_eval(l, served, &sl, NULL);
         if (candidate && served) accept = !(cl > sl + l->max_regression);
     }

@@ -276,6 +276,7 @@ void test_learner_gate(void)
     printf("gate: untrained candidate %.4f vs served %.4f\n", cl, sl);
     CHECK(cl > sl + 0.01);
     CHECK_INT_EQ(learner_gate(l, good, bad, &cl, &sl), 1);
+    CHECK(cl == good->holdout.logloss && sl > cl); /* the candidate's own holdout figure */
     CHECK_INT_EQ(learner_gate(l, good, NULL, NULL, NULL), 1);
     CHECK(good->holdout.n == learner_holdout_size(l));
     printf("served holdout AUC %.4f, log loss %.4f\n", good->holdout.auc, good->holdout.logloss);
