@@ -96,7 +96,7 @@ $(BUILD)/unit-tests: $(BUILD)/obj/unit/unit-main.o $(BUILD)/obj/unit/unit.o $(UN
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libintentd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(filter %.c %.a,$^) $(LDFLAGS) $(LDLIBS)
 
 # Debian packages the build, the tests and the benchmarks need.
 DEB_PKGS := libmicrohttpd-dev librdkafka-dev libopenblas-dev libjansson-dev libyaml-dev \
