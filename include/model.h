@@ -38,9 +38,9 @@
 
 #include "config.h"
 
-#define MODEL_NO_INDEX UINT32_MAX
+#define MODEL_NO_INDEX   UINT32_MAX
 #define MODEL_MAX_LAYERS (CONFIG_MAX_HIDDEN + 1) /* weight layers: hidden + output */
-#define MODEL_MAX_WIDTH 4096                     /* widest hidden layer (predict scratch) */
+#define MODEL_MAX_WIDTH  4096                    /* widest hidden layer (predict scratch) */
 
 /* Everything that fixes the parameter layout; equal shapes ⇔ compatible parameter blocks. */
 struct model_shape {
@@ -57,8 +57,8 @@ struct model;
 /* Creates a model for the configured model.* and optimizer.* settings with He (relu) or
  * Xavier (tanh, sigmoid) initialisation from model.seed.  Returns NULL with err filled
  * (bad shape, out of memory).  The caller owns the model (model_free). */
-struct model *model_new(const struct config *cfg, uint32_t ndense, uint32_t nsparse,
-                        uint32_t ncat, char *err, size_t errlen);
+struct model *model_new(const struct config *cfg, uint32_t ndense, uint32_t nsparse, uint32_t ncat,
+                        char *err, size_t errlen);
 
 /* Frees m; accepts NULL; returns NULL. */
 struct model *model_free(struct model *m);

@@ -39,44 +39,44 @@ extern void openblas_set_num_threads(int num_threads);
 
 struct model {
     struct model_shape shape;
-    size_t nparams;                  /* floats in params */
-    size_t ngrad;                    /* floats in grad: nparams without E */
+    size_t nparams;                     /* floats in params */
+    size_t ngrad;                       /* floats in grad: nparams without E */
     size_t off_w[MODEL_MAX_LAYERS + 1]; /* params offset of layer l's W (l = 1..nlayers) */
     size_t off_b[MODEL_MAX_LAYERS + 1]; /* params offset of layer l's bias */
-    size_t off_e;                    /* params offset of E */
-    size_t maxw;                     /* widest layer output (>= 1) */
+    size_t off_e;                       /* params offset of E */
+    size_t maxw;                        /* widest layer output (>= 1) */
 
-    int optimizer;    /* enum optimizer_name */
-    float lr;         /* learning rate */
+    int optimizer; /* enum optimizer_name */
+    float lr;      /* learning rate */
     double beta1, beta2;
     float eps, momentum, l2;
-    float dropout;    /* drop probability of hidden units, [0, 1) */
-    size_t cap;       /* batch capacity (training.batch_size) */
+    float dropout; /* drop probability of hidden units, [0, 1) */
+    size_t cap;    /* batch capacity (training.batch_size) */
 
-    float *params;    /* nparams, the model.h layout */
-    float *moments;   /* Adam: m (nparams) then v (nparams); SGD: velocity (nparams) */
-    size_t nmoments;  /* floats in moments */
-    float *grad;      /* ngrad: [gW1 | gb1 | gW2 | gb2 | ...], params layout minus E */
+    float *params;   /* nparams, the model.h layout */
+    float *moments;  /* Adam: m (nparams) then v (nparams); SGD: velocity (nparams) */
+    size_t nmoments; /* floats in moments */
+    float *grad;     /* ngrad: [gW1 | gb1 | gW2 | gb2 | ...], params layout minus E */
 
     /* Batch buffers, (cap, width[l]) each.  h[l] is the activation of layer l (the logits
      * for l = nlayers); with dropout, hd[l] = h[l] · mask[l] is what the next layer reads. */
     float *h[MODEL_MAX_LAYERS + 1];
     float *hd[MODEL_MAX_LAYERS + 1];
     float *mask[MODEL_MAX_LAYERS + 1];
-    float *dz, *da;   /* (cap, maxw) backward scratch, swapped layer by layer */
-    float *ge;        /* (cap * ncat, H1) gradient rows of the touched E rows */
-    uint32_t *uniq;   /* (cap * ncat) touched E rows, in order of first appearance */
-    uint32_t *slot;   /* (nsparse) slot[r] = position of row r in uniq when uniq says so */
-    void *block;      /* the single allocation holding the batch buffers above */
+    float *dz, *da; /* (cap, maxw) backward scratch, swapped layer by layer */
+    float *ge;      /* (cap * ncat, H1) gradient rows of the touched E rows */
+    uint32_t *uniq; /* (cap * ncat) touched E rows, in order of first appearance */
+    uint32_t *slot; /* (nsparse) slot[r] = position of row r in uniq when uniq says so */
+    void *block;    /* the single allocation holding the batch buffers above */
 
-    uint64_t t;       /* optimizer steps taken */
-    uint64_t rng[4];  /* xoshiro256** state: init, then dropout */
+    uint64_t t;      /* optimizer steps taken */
+    uint64_t rng[4]; /* xoshiro256** state: init, then dropout */
 
     /* The last forward, borrowed until model_step (see model.h). */
     const float *x;
     const uint32_t *cat;
-    size_t lastB;     /* 0: no forward pending */
-    int dropped;      /* the last forward applied dropout */
+    size_t lastB; /* 0: no forward pending */
+    int dropped;  /* the last forward applied dropout */
 };
 
 /* ---- deterministic RNG: splitmix64 seeds xoshiro256** ---- */
@@ -145,7 +145,9 @@ HOT static void act_relu(float *z, size_t n)
 static void act_apply(float *z, size_t n, int act)
 {
     switch (act) {
-    case ACTIVATION_RELU: act_relu(z, n); break;
+    case ACTIVATION_RELU:
+        act_relu(z, n);
+        break;
     case ACTIVATION_TANH:
         for (size_t i = 0; i < n; i++) z[i] = tanhf(z[i]);
         break;
@@ -180,8 +182,8 @@ HOT static void bias_act(float *restrict z, const float *restrict b, size_t B, s
 
 /* da (n) becomes dz: times the dropout mask (if any), times act'(z) written in terms of the
  * activation h = act(z). */
-HOT static void act_backward(float *restrict d, const float *restrict h,
-                             const float *restrict mask, size_t n, int act)
+HOT static void act_backward(float *restrict d, const float *restrict h, const float *restrict mask,
+                             size_t n, int act)
 {
     size_t i = 0;
     if (mask) {
@@ -226,14 +228,14 @@ HOT static float dot(const float *restrict a, const float *restrict b, size_t n)
  * operation: g += l2·p; m = b1·m + (1-b1)·g; v = b2·v + (1-b2)·g·g;
  * p += -step · m / (sqrt(v) / sqrt(bc2) + eps).  (model.o is built with -fno-math-errno, or
  * sqrtf's errno branch would keep this loop scalar.) */
-#define ADAM_ONE(k)                                                                       \
-    do {                                                                                  \
-        float gi = g[k] + l2 * p[k];                                                      \
-        float mi = m[k] * b1 + a1 * gi;                                                   \
-        float vi = v[k] * b2 + a2 * gi * gi;                                              \
-        m[k] = mi;                                                                        \
-        v[k] = vi;                                                                        \
-        p[k] = p[k] + neg_step * mi / (sqrtf(vi) / bc2s + eps);                           \
+#define ADAM_ONE(k)                                                                                \
+    do {                                                                                           \
+        float gi = g[k] + l2 * p[k];                                                               \
+        float mi = m[k] * b1 + a1 * gi;                                                            \
+        float vi = v[k] * b2 + a2 * gi * gi;                                                       \
+        m[k] = mi;                                                                                 \
+        v[k] = vi;                                                                                 \
+        p[k] = p[k] + neg_step * mi / (sqrtf(vi) / bc2s + eps);                                    \
     } while (0)
 
 HOT static void adam_update(float *restrict p, const float *restrict g, float *restrict m,
@@ -247,16 +249,16 @@ HOT static void adam_update(float *restrict p, const float *restrict g, float *r
 }
 
 /* PyTorch's SGD with momentum, dampening 0: g += l2·p; u = mom·u + g; p += -lr·u. */
-#define SGD_ONE(k)                                                                        \
-    do {                                                                                  \
-        float gi = g[k] + l2 * p[k];                                                      \
-        float ui = u[k] * mom + gi;                                                       \
-        u[k] = ui;                                                                        \
-        p[k] = p[k] + neg_lr * ui;                                                        \
+#define SGD_ONE(k)                                                                                 \
+    do {                                                                                           \
+        float gi = g[k] + l2 * p[k];                                                               \
+        float ui = u[k] * mom + gi;                                                                \
+        u[k] = ui;                                                                                 \
+        p[k] = p[k] + neg_lr * ui;                                                                 \
     } while (0)
 
-HOT static void sgd_update(float *restrict p, const float *restrict g, float *restrict u,
-                           size_t n, float l2, float mom, float neg_lr)
+HOT static void sgd_update(float *restrict p, const float *restrict g, float *restrict u, size_t n,
+                           float l2, float mom, float neg_lr)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -341,8 +343,7 @@ static void init_params(struct model *m)
             }
         } else {
             double lim = sqrt(6.0 / (double)(fan_in + out));
-            for (size_t i = 0; i < n; i++)
-                w[i] = (float)(lim * (2.0 * rng_uniform(m->rng) - 1.0));
+            for (size_t i = 0; i < n; i++) w[i] = (float)(lim * (2.0 * rng_uniform(m->rng) - 1.0));
         }
         memset(m->params + m->off_b[l], 0, out * sizeof(float));
     }
@@ -371,8 +372,8 @@ static int fail(char *err, size_t errlen, const char *msg)
     return 0;
 }
 
-struct model *model_new(const struct config *cfg, uint32_t ndense, uint32_t nsparse,
-                        uint32_t ncat, char *err, size_t errlen)
+struct model *model_new(const struct config *cfg, uint32_t ndense, uint32_t nsparse, uint32_t ncat,
+                        char *err, size_t errlen)
 {
     char msg[256];
     if (cfg->model.nhidden > CONFIG_MAX_HIDDEN) {
@@ -504,14 +505,13 @@ void model_set_learning_rate(struct model *m, double lr)
 /* ---- forward ---- */
 
 /* z (B, out) = in (B, k) · Wᵀ with W (out, k); plain zeros when k is 0. */
-static void dense_forward(float *z, const float *in, const float *w, size_t B, size_t out,
-                          size_t k)
+static void dense_forward(float *z, const float *in, const float *w, size_t B, size_t out, size_t k)
 {
     if (k == 0) {
         memset(z, 0, B * out * sizeof(float));
     } else if (out == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)B, (int)k, 1.0f, in, (int)k, w, 1, 0.0f,
-                    z, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)B, (int)k, 1.0f, in, (int)k, w, 1, 0.0f, z,
+                    1);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)out, (int)k, 1.0f, in,
                     (int)k, w, (int)k, 0.0f, z, (int)out);
@@ -609,15 +609,14 @@ static size_t embedding_backward(struct model *m, const float *dz1, size_t B)
 }
 
 /* One optimizer update of n parameters at p (moments at the same offset) from gradient g. */
-static void update(struct model *m, size_t off, const float *g, size_t n, float l2,
-                   float neg_step, float bc2s)
+static void update(struct model *m, size_t off, const float *g, size_t n, float l2, float neg_step,
+                   float bc2s)
 {
     float *p = m->params + off;
     if (m->optimizer == OPTIMIZER_ADAM) {
         float b1 = (float)m->beta1, b2 = (float)m->beta2;
         adam_update(p, g, m->moments + off, m->moments + m->nparams + off, n, l2, b1,
-                    (float)(1.0 - m->beta1), b2, (float)(1.0 - m->beta2), neg_step, bc2s,
-                    m->eps);
+                    (float)(1.0 - m->beta1), b2, (float)(1.0 - m->beta2), neg_step, bc2s, m->eps);
     } else {
         sgd_update(p, g, m->moments + off, n, l2, m->momentum, neg_step);
     }
@@ -660,8 +659,8 @@ double model_step(struct model *m, const float *label, const float *weight, size
                 cblas_sgemv(CblasRowMajor, CblasTrans, (int)B, (int)k, 1.0f, in, (int)k, dz, 1,
                             0.0f, gw, 1);
             else
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)k, (int)B,
-                            1.0f, dz, (int)out, in, (int)k, 0.0f, gw, (int)k);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)k, (int)B, 1.0f,
+                            dz, (int)out, in, (int)k, 0.0f, gw, (int)k);
         }
         memcpy(gb, dz, out * sizeof(float));
         for (size_t r = 1; r < B; r++) vec_add(gb, dz + r * out, out);
@@ -675,11 +674,10 @@ double model_step(struct model *m, const float *label, const float *weight, size
             for (size_t r = 0; r < B; r++)
                 for (size_t i = 0; i < k; i++) da[r * k + i] = dz[r] * w[i];
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)k, (int)out,
-                        1.0f, dz, (int)out, w, (int)k, 0.0f, da, (int)k);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)k, (int)out, 1.0f,
+                        dz, (int)out, w, (int)k, 0.0f, da, (int)k);
         }
-        act_backward(da, m->h[l - 1], m->dropped ? m->mask[l - 1] : NULL, B * k,
-                     s->activation);
+        act_backward(da, m->h[l - 1], m->dropped ? m->mask[l - 1] : NULL, B * k, s->activation);
         float *t = dz;
         dz = da;
         da = t;

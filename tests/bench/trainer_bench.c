@@ -191,11 +191,16 @@ int main(int argc, char **argv)
             return 2;
         }
         i++;
-        if (strcmp(a, "--examples") == 0) n = strtoul(v, NULL, 10);
-        else if (strcmp(a, "--inputs") == 0) d = strtoul(v, NULL, 10);
-        else if (strcmp(a, "--batch") == 0) batch = strtoul(v, NULL, 10);
-        else if (strcmp(a, "--seed") == 0) rng = strtoull(v, NULL, 10) | 1;
-        else if (strcmp(a, "--write-data") == 0) write_data = v;
+        if (strcmp(a, "--examples") == 0)
+            n = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--inputs") == 0)
+            d = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--batch") == 0)
+            batch = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--seed") == 0)
+            rng = strtoull(v, NULL, 10) | 1;
+        else if (strcmp(a, "--write-data") == 0)
+            write_data = v;
         else if (strcmp(a, "--hidden") == 0) {
             if (parse_hidden(v, hidden, &nh) != 0) {
                 fprintf(stderr, "trainer_bench: --hidden: expected e.g. 64,32\n");
@@ -239,7 +244,8 @@ int main(int argc, char **argv)
     double t = train(m, &dt, n, batch, prob, &loss);
     size_t done = n / batch * batch;
     printf("intentd: %zu examples, inputs %zu, batch %zu, %.3f s, %.0f examples/s, "
-           "loss of the last 100 batches %.4f\n", done, d, batch, t, (double)done / t, loss);
+           "loss of the last 100 batches %.4f\n",
+           done, d, batch, t, (double)done / t, loss);
     model_free(m);
     free_data(&dt);
     return 0;

@@ -65,8 +65,8 @@ static void fill_batch(float *x, uint32_t *cat, float *y, float *w, size_t B, ui
     for (size_t r = 0; r < B; r++) {
         uint32_t off = 0;
         for (uint32_t c = 0; c < nc; c++) {
-            cat[r * nc + c] = urand() < 0.1 ? MODEL_NO_INDEX
-                                            : off + (uint32_t)(urand() * buckets[c]);
+            cat[r * nc + c] =
+                urand() < 0.1 ? MODEL_NO_INDEX : off + (uint32_t)(urand() * buckets[c]);
             off += buckets[c];
         }
         y[r] = urand() < 0.4 ? 1.0f : 0.0f;
@@ -114,8 +114,8 @@ static double ref_dact(double h, int act) /* in terms of h = act(z) */
 /* Loss mean_b(w·bce) of a batch; fills prob (B) and, if grad, dLoss/dparams (n, zeroed
  * here) and adds l2·W of every weight (W and E, E only on rows the batch touches). */
 static double ref_loss(const struct model_shape *s, const double *p, const float *x,
-                       const uint32_t *cat, const float *y, const float *w, size_t B,
-                       double l2, double *prob, double *grad)
+                       const uint32_t *cat, const float *y, const float *w, size_t B, double l2,
+                       double *prob, double *grad)
 {
     struct ref_layout L = ref_layout(s);
     uint32_t nl = s->nlayers;
@@ -154,8 +154,7 @@ static double ref_loss(const struct model_shape *s, const double *p, const float
                 for (uint32_t c = 0; c < s->ncat; c++) {
                     uint32_t j = cat[r * s->ncat + c];
                     if (j == MODEL_NO_INDEX) continue;
-                    for (size_t o = 0; o < out; o++)
-                        grad[L.e + (size_t)j * out + o] += d[o];
+                    for (size_t o = 0; o < out; o++) grad[L.e + (size_t)j * out + o] += d[o];
                 }
                 break;
             }
@@ -170,8 +169,7 @@ static double ref_loss(const struct model_shape *s, const double *p, const float
     if (grad && l2 > 0) {
         for (uint32_t l = 1; l <= nl; l++) {
             size_t in = l == 1 ? s->ndense : s->width[l - 1];
-            for (size_t i = 0; i < s->width[l] * in; i++)
-                grad[L.w[l] + i] += l2 * p[L.w[l] + i];
+            for (size_t i = 0; i < s->width[l] * in; i++) grad[L.w[l] + i] += l2 * p[L.w[l] + i];
         }
         for (uint32_t j = 0; j < s->nsparse; j++) {
             int touched = 0;
@@ -385,8 +383,10 @@ void test_model_blas_vs_reference(void)
         for (size_t i = 0; i < n; i++) {
             double d = fabs(g[i] - gr[i]);
             if (d > 1e-6 + 1e-4 * fabs(gr[i]))
-                unit_fail(__FILE__, __LINE__, "B %zu gradient[%zu]: %.9g vs %.9g (max so far "
-                          "%.3g)", B, i, g[i], gr[i], maxg);
+                unit_fail(__FILE__, __LINE__,
+                          "B %zu gradient[%zu]: %.9g vs %.9g (max so far "
+                          "%.3g)",
+                          B, i, g[i], gr[i], maxg);
             maxg = fmax(maxg, d);
         }
         printf("  B %zu: max |Δp| %.2g, |Δloss| %.2g, max |Δg| %.2g\n", B, maxp, fabs(l - rl),
@@ -428,15 +428,15 @@ static double torch_case(const char *name, const unsigned *hidden, size_t nh, in
         }
         double loss = model_step(m, fx_y, fx_w, FX_B);
         if (fabs(loss - loss_exp[step]) > 1e-5 * (1 + fabs(loss_exp[step])))
-            unit_fail(__FILE__, __LINE__, "%s step %d loss %.9g torch %.9g", name, step + 1,
-                      loss, loss_exp[step]);
+            unit_fail(__FILE__, __LINE__, "%s step %d loss %.9g torch %.9g", name, step + 1, loss,
+                      loss_exp[step]);
         worst = fmax(worst, fabs(loss - loss_exp[step]) / (1 + fabs(loss_exp[step])));
         for (size_t i = 0; i < n; i++) {
             double d = fabs(model_params(m)[i] - after[step][i]);
             worst = fmax(worst, d / (1 + fabs(after[step][i])));
             if (d > 1e-5 * (1 + fabs(after[step][i])))
-                unit_fail(__FILE__, __LINE__, "%s after step %d param[%zu]: %.9g torch %.9g",
-                          name, step + 1, i, model_params(m)[i], after[step][i]);
+                unit_fail(__FILE__, __LINE__, "%s after step %d param[%zu]: %.9g torch %.9g", name,
+                          step + 1, i, model_params(m)[i], after[step][i]);
         }
     }
     printf("  %s: max |Δ|/(1+|torch|) %.2g over probabilities, losses and parameters\n", name,
@@ -445,15 +445,14 @@ static double torch_case(const char *name, const unsigned *hidden, size_t nh, in
     return worst;
 }
 
-#define TORCH_CASE(lc, UC)                                                                   \
-    do {                                                                                     \
-        const float *const probs[2] = {fx_##lc##_prob1, fx_##lc##_prob2};                    \
-        const double losses[2] = {FX_##UC##_LOSS1, FX_##UC##_LOSS2};                         \
-        const float *const after[2] = {fx_##lc##_step1, fx_##lc##_step2};                    \
-        torch_case(#lc, fx_##lc##_hidden,                                                    \
-                   sizeof fx_##lc##_hidden / sizeof fx_##lc##_hidden[0], FX_##UC##_ACT,      \
-                   FX_##UC##_OPT, FX_##UC##_LR, FX_##UC##_L2, FX_##UC##_MOMENTUM,            \
-                   fx_##lc##_init, probs, losses, after);                                    \
+#define TORCH_CASE(lc, UC)                                                                         \
+    do {                                                                                           \
+        const float *const probs[2] = {fx_##lc##_prob1, fx_##lc##_prob2};                          \
+        const double losses[2] = {FX_##UC##_LOSS1, FX_##UC##_LOSS2};                               \
+        const float *const after[2] = {fx_##lc##_step1, fx_##lc##_step2};                          \
+        torch_case(#lc, fx_##lc##_hidden, sizeof fx_##lc##_hidden / sizeof fx_##lc##_hidden[0],    \
+                   FX_##UC##_ACT, FX_##UC##_OPT, FX_##UC##_LR, FX_##UC##_L2, FX_##UC##_MOMENTUM,   \
+                   fx_##lc##_init, probs, losses, after);                                          \
     } while (0)
 
 void test_model_torch_relu_adam(void)
@@ -509,7 +508,8 @@ void test_model_lazy_adam_embedding(void)
         double bc1 = 1 - pow(0.9, t), bc2 = 1 - pow(0.999, t);
         int touched[NS] = {0};
         for (int i = 0; i < B * NC; i++)
-            if (cats[t - 1][i] != MODEL_NO_INDEX) touched[cats[t - 1][i]] = touched_ever[cats[t - 1][i]] = 1;
+            if (cats[t - 1][i] != MODEL_NO_INDEX)
+                touched[cats[t - 1][i]] = touched_ever[cats[t - 1][i]] = 1;
         for (size_t i = 0; i < n; i++) {
             int in_e = i >= L.e && i < L.e + (size_t)NS * H;
             if (in_e && !touched[(i - L.e) / H]) {
@@ -525,8 +525,8 @@ void test_model_lazy_adam_embedding(void)
             double d = fabs(p[i] - model_params(m)[i]);
             maxd = fmax(maxd, d);
             if (d > 1e-5)
-                unit_fail(__FILE__, __LINE__, "step %d param[%zu]: %.9g, dense Adam %.9g", t,
-                          i, model_params(m)[i], p[i]);
+                unit_fail(__FILE__, __LINE__, "step %d param[%zu]: %.9g, dense Adam %.9g", t, i,
+                          model_params(m)[i], p[i]);
         }
         /* keep the reference on the model's float values (no drift from rounding) */
         for (size_t i = 0; i < n; i++) p[i] = model_params(m)[i];
@@ -589,8 +589,8 @@ void test_model_sgd_momentum(void)
             double d = fabs(p[i] - model_params(m)[i]);
             maxd = fmax(maxd, d);
             if (d > 1e-6)
-                unit_fail(__FILE__, __LINE__, "step %d param[%zu]: %.9g, reference %.9g", t + 1,
-                          i, model_params(m)[i], p[i]);
+                unit_fail(__FILE__, __LINE__, "step %d param[%zu]: %.9g, reference %.9g", t + 1, i,
+                          model_params(m)[i], p[i]);
         }
     }
     printf("  SGD momentum vs reference: max |Δ| %.2g\n", maxd);
@@ -625,8 +625,7 @@ void test_model_l2_decays_weights_not_biases(void)
     int decayed = 0;
     for (size_t i = 0; i < n; i++) {
         int bias = 0;
-        for (uint32_t l = 1; l <= s->nlayers; l++)
-            bias |= i >= L.b[l] && i < L.b[l] + s->width[l];
+        for (uint32_t l = 1; l <= s->nlayers; l++) bias |= i >= L.b[l] && i < L.b[l] + s->width[l];
         int erow = i >= L.e && i < L.b[1] ? (int)((i - L.e) / 3) : -1;
         float want = before[i];
         if (!bias && (erow < 0 || erow == 1)) want = before[i] + (-0.5f) * (0.1f * before[i]);
@@ -680,8 +679,8 @@ void test_model_example_weights(void)
         double d = fabs(2 * g1[i] - 3 * g2[i]);
         maxd = fmax(maxd, d);
         if (d > 1e-6 + 1e-5 * fabs(2 * g1[i]))
-            unit_fail(__FILE__, __LINE__, "grad[%zu]: weight 2 %.9g, duplicated %.9g", i,
-                      2 * g1[i], 3 * g2[i]);
+            unit_fail(__FILE__, __LINE__, "grad[%zu]: weight 2 %.9g, duplicated %.9g", i, 2 * g1[i],
+                      3 * g2[i]);
     }
     printf("  weight 2 vs duplicate: max |Δ(B·g)| %.2g\n", maxd);
     free(g1), free(g2);
@@ -915,7 +914,7 @@ void test_model_forward_rejects_bad_arguments(void)
     struct model *m = new_model(&c, 2, 10, 1);
     float x[10] = {0}, y[5] = {0}, w[5] = {1, 1, 1, 1, 1}, p[5];
     uint32_t cat[5] = {0, 9, MODEL_NO_INDEX, 3, 4};
-    CHECK(isnan(model_step(m, y, w, 4))); /* no forward yet */
+    CHECK(isnan(model_step(m, y, w, 4)));                     /* no forward yet */
     CHECK_INT_EQ(model_forward(m, x, cat, 5, 0, p), -EINVAL); /* over capacity */
     CHECK_INT_EQ(model_forward(m, x, cat, 0, 0, p), -EINVAL);
     CHECK_INT_EQ(model_forward(m, NULL, cat, 2, 0, p), -EINVAL);
