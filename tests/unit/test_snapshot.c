@@ -1,6 +1,7 @@
 /* Tests of snapshots: scoring, the encoding, and the lock-free publication slot under many
  * concurrent readers (run it under `make SAN=thread` and `make SAN=address,undefined`). */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -336,4 +337,41 @@ void test_snapshot_slot_long_reader(void)
     snapshot_slot_clear(&slot);
     CHECK_INT_EQ(snapshot_live() - live0, 0);
     features_free(f);
+}
+
+unsigned long alloc_hook_count(void); /* tests/unit/alloc_hook.c */
+
+/* Serving's per-request path allocates nothing: parsing features into a caller's record and
+ * scoring it with a snapshot. */
+void test_snapshot_score_allocates_nothing(void)
+{
+    unsigned char *data;
+    struct learner *l = trained_learner(&data, 200);
+    const struct features *f = learner_features(l);
+    size_t stride = features_example_size(f);
+    struct snapshot *s = learner_snapshot(l, 1, 0);
+    json_t *o = json_loads("{\"x0\": 0.5, \"c\": 3, \"b\": \"TRUE\", \"x1\": 7, \"zz\": 1}", 0,
+                           NULL);
+    CHECK(o != NULL);
+    unsigned char rec[256];
+    CHECK(stride <= sizeof rec);
+    struct example *e = (struct example *)(void *)rec;
+    features_example_init(f, e);
+    uint32_t unknown = 0;
+    float sum = 0;
+    unsigned long before = alloc_hook_count();
+    for (int i = 0; i < 1000; i++) {
+        CHECK_INT_EQ(features_from_json(s->features, o, e, &unknown, NULL, 0, NULL), 0);
+        sum += snapshot_score(s, e);
+        sum += snapshot_score(s, example_at(data, stride, (size_t)i % 200));
+    }
+    unsigned long after = alloc_hook_count();
+    printf("%lu allocations in 1000 parses and 2000 scores (sum %g)\n", after - before, sum);
+    CHECK_INT_EQ(after - before, 0);
+    CHECK_INT_EQ(unknown, 1000);
+    CHECK(sum > 0);
+    json_decref(o);
+    snapshot_release(s);
+    learner_free(l);
+    free(data);
 }
