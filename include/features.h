@@ -164,13 +164,13 @@ int features_from_csv_row(const struct features *f, const int *colmap, char *con
 int features_parse_bool(const char *s, size_t len);
 
 /* The online normaliser: per dense column, the count, mean and sum of squared deviations
- * of the values seen (Welford, in doubles; missing values are skipped).  Owned by the
- * learner; not thread-safe. */
+ * of the values seen (in doubles, each batch merged as a whole with Chan et al.'s update;
+ * missing values are skipped).  Owned by the learner; not thread-safe. */
 struct features_norm {
     uint32_t ndense;
     double *count; /* (ndense) values seen per column */
     double *mean;  /* (ndense) running mean */
-    double *m2;    /* (ndense) Σ (x - mean)², Welford */
+    double *m2;    /* (ndense) Σ (x - mean)² */
 };
 
 /* Allocates a normaliser for ndense columns with no data; returns NULL when out of

@@ -16,8 +16,9 @@
  *        d. the optimizer step (model_step) on that same forward pass, loss weights
  *           weight · (label ? training.positive_weight : 1);
  *        e. the EMA of the weights is advanced (model.ema_decay > 0);
- *        f. the batch enters the replay reservoir (reservoir sampling over everything
- *           trained, capacity training.replay_capacity);
+ *        f. while training.replay_ratio > 0, the batch enters the replay reservoir
+ *           (reservoir sampling over everything trained, capacity
+ *           training.replay_capacity);
  *        g. replay: training.replay_ratio is added to an accumulator and, while it is
  *           ≥ 1, one minibatch of training.batch_size examples drawn uniformly (with
  *           replacement) from the reservoir is standardised with the current normaliser
