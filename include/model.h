@@ -17,14 +17,14 @@
  * Each W is row-major (out, in), as torch.nn.Linear's weight; E[j] is column ndense + j of the
  * first layer's full weight.  With no hidden layer (nlayers 1) H1 is the output (1).
  *
- * Initialisation: biases 0; weights N(0, 2/fan_in) for relu (He), U(±sqrt(6/(fan_in +
- * fan_out))) for tanh and sigmoid (Xavier); the first layer's fan_in is ndense + ncat (the
- * inputs that are non-zero in an example), not ndense + nsparse.  Dropout (inverted, training
- * forward only) follows every hidden activation.  L2 adds model.l2 · W to the gradient of every
- * weight (W and E, not the biases), i.e. a penalty l2/2 · ‖W‖² not included in the returned
- * loss.  Adam is PyTorch's (bias-corrected, eps outside the square root); SGD is PyTorch's
- * with momentum (no dampening).  The rows of E are updated lazily: only rows the batch
- * touched get their moments, L2 and parameters updated (bias correction with the global step
+ * Initialisation: biases 0; hidden weights N(0, 2/fan_in) for relu (He), U(±sqrt(6/(fan_in +
+ * fan_out))) for tanh and sigmoid (Xavier), the output layer always Xavier; the first layer's
+ * fan_in is ndense + ncat (the inputs that are non-zero in an example), not ndense + nsparse.
+ * Dropout (inverted, training forward only) follows every hidden activation.  L2 adds model.l2 · W
+ * to the gradient of every weight (W and E, not the biases), i.e. a penalty l2/2 · ‖W‖² not
+ * included in the returned loss.  Adam is PyTorch's (bias-corrected, eps outside the square root);
+ * SGD is PyTorch's with momentum (no dampening).  The rows of E are updated lazily: only rows the
+ * batch touched get their moments, L2 and parameters updated (bias correction with the global step
  * count, as TF-Addons' LazyAdam); with SGD likewise.
  *
  * The learning core knows nothing of Kafka, HTTP or threads.

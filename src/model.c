@@ -19,16 +19,12 @@
 
 #include "config.h"
 
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
-/* No ifunc clones in sanitizer builds: their resolvers run before the sanitizer
- * runtime is up (ThreadSanitizer crashes there). */
-#ifdef INTENTD_NO_CLONES
-#define HOT
-#else
+/* No ifunc clones in sanitizer builds (the Makefile defines INTENTD_NO_CLONES there): the
+ * resolvers run before the sanitizer runtime is up, and ThreadSanitizer crashes in them. */
+#if defined(__x86_64__) && !defined(INTENTD_NO_CLONES) && !defined(__SANITIZE_THREAD__)
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
 #else
-#define HOT /* TSan instruments the ifunc resolvers, which run before its runtime is up */
+#define HOT
 #endif
 
 /* openblas's cblas.h declares it, the reference cblas.h does not. */
@@ -555,7 +551,8 @@ int model_forward(struct model *m, const float *x, const uint32_t *cat, size_t B
                 if (r + 2 < B) /* the rows two examples ahead: E is large and cold */
                     for (uint32_t c = 0; c < s->ncat; c++) {
                         uint32_t j = cat[(r + 2) * s->ncat + c];
-                        if (j != MODEL_NO_INDEX) __builtin_prefetch(e + (size_t)j * out);
+                        if (j == MODEL_NO_INDEX) continue;
+                        for (size_t i = 0; i < out; i += 16) __builtin_prefetch(e + j * out + i);
                     }
                 vec_add(zr, b, out);
                 for (uint32_t c = 0; c < s->ncat; c++) {
@@ -635,9 +632,11 @@ double model_step(struct model *m, const float *label, const float *weight, size
     float invb = 1.0f / (float)B;
     for (size_t r = 0; r < B; r++) {
         float z = zl[r], y = label[r], w = weight[r];
-        float bce = (z > 0.0f ? z : 0.0f) - z * y + log1pf(expf(-fabsf(z)));
+        float e = expf(-fabsf(z)); /* sigmoidf's own exponential, shared with the loss */
+        float p = z >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        float bce = (z > 0.0f ? z : 0.0f) - z * y + log1pf(e);
         loss += (double)w * (double)bce;
-        dz[r] = w * (sigmoidf(z) - y) * invb;
+        dz[r] = w * (p - y) * invb;
     }
     loss /= (double)B;
 

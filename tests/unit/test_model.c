@@ -1025,3 +1025,27 @@ void test_model_learns(void)
         model_free(m);
     }
 }
+
+/* model_set_learning_rate: lr 0 leaves every parameter bit-identical (the moments still move),
+ * and a rate set later applies from the next step. */
+void test_model_set_learning_rate(void)
+{
+    const unsigned hidden[] = {8};
+    for (int opt = 0; opt < 2; opt++) {
+        struct config c = test_cfg(hidden, 1, ACTIVATION_RELU, opt);
+        c.training.batch_size = 16;
+        struct model *m = new_model(&c, 6, 100, 2);
+        size_t n = model_nparams(model_shape(m));
+        float *before = malloc(n * sizeof *before);
+        CHECK(before != NULL);
+        memcpy(before, model_params(m), n * sizeof *before);
+        model_set_learning_rate(m, 0.0);
+        train(m, 3, 5);
+        CHECK(memcmp(before, model_params(m), n * sizeof *before) == 0);
+        model_set_learning_rate(m, 0.01);
+        train(m, 1, 6);
+        CHECK(memcmp(before, model_params(m), n * sizeof *before) != 0);
+        free(before);
+        model_free(m);
+    }
+}
