@@ -260,7 +260,7 @@ static void gradient_check(const unsigned *hidden, size_t nh, int act, double l2
     struct ref_layout L = ref_layout(s);
     for (size_t i = 0; i < n; i++) {
         double h = 1e-6, keep = p[i], lp, lm, pen = 0;
-        int weight = i < L.b[1] || (i >= L.b[1] + s->width[1]);
+        int weight = 1; /* not a bias */
         for (uint32_t l = 1; l <= s->nlayers && weight; l++)
             if (i >= L.b[l] && i < L.b[l] + s->width[l]) weight = 0;
         int erow_touched = 1;
