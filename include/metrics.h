@@ -56,7 +56,8 @@ void metrics_cumulative(const struct metrics *m, struct metrics_summary *out);
 double metrics_auc_exact(const float *p, const float *label, size_t n, float *scratch);
 
 /* Everything, for checkpoints: metrics_state_size() bytes written by metrics_save and read
- * back by metrics_load (-EINVAL when the size or the window differs). */
+ * back by metrics_load (-EINVAL for a short or inconsistent buffer; a state saved with
+ * another window keeps its most recent scores that fit). */
 size_t metrics_state_size(const struct metrics *m);
 void metrics_save(const struct metrics *m, void *buf);
 int metrics_load(struct metrics *m, const void *buf, size_t len);

@@ -53,8 +53,10 @@ const void *reservoir_get(const struct reservoir *r, size_t i);
 const void *reservoir_sample(struct reservoir *r);
 
 /* Everything (policy, capacity, stride, RNG, counters, records), for checkpoints.
- * reservoir_load checks stride, capacity and policy: -EINVAL when they differ or the
- * buffer is short; -ENOMEM.  On error r is unchanged. */
+ * reservoir_load checks stride and policy: -EINVAL when they differ or the buffer is short
+ * or inconsistent; -ENOMEM.  A state saved with another capacity keeps what fits in r's
+ * (RECENT: the most recent records); with the same capacity the copy is exact.  On error r
+ * is unchanged. */
 size_t reservoir_state_size(const struct reservoir *r);
 void reservoir_save(const struct reservoir *r, void *buf);
 int reservoir_load(struct reservoir *r, const void *buf, size_t len);

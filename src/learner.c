@@ -796,7 +796,7 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
         if (rc == 0) rc = model_state_load(l->m, model_state, model_len);
         if (rc == -EINVAL)
             set_err(err, errlen, "the learner state does not fit this configuration "
-                    "(replay_capacity, evaluation.window or the optimizer changed?)");
+                    "(the optimizer changed?) or is corrupt");
     }
     if (rc == -ENOMEM) set_err(err, errlen, "out of memory loading the learner state");
     if (rc < 0) {

@@ -295,8 +295,8 @@ int metrics_load(struct metrics *m, const void *buf, size_t len)
     struct metrics_state_header h;
     if (len < sizeof h) return -EINVAL;
     memcpy(&h, buf, sizeof h);
-    if (h.magic != METRICS_STATE_MAGIC || h.window != m->window || h.ring_n > h.window ||
-        (h.ring_head >= h.window && h.window) || h.positives > h.n || h.exact > 1)
+    if (h.magic != METRICS_STATE_MAGIC || h.window == 0 || h.ring_n > h.window ||
+        h.ring_head >= h.window || h.positives > h.n || h.exact > 1)
         return -EINVAL;
     size_t want = sizeof h + 2 * sizeof(float) * h.ring_n + 2 * sizeof(uint64_t) * AUC_BINS +
                   2 * sizeof(float) * h.all_n;
@@ -314,10 +314,26 @@ int metrics_load(struct metrics *m, const void *buf, size_t len)
         }
     }
     const char *p = (const char *)buf + sizeof h;
-    memcpy(m->ring_p, p, sizeof(float) * h.ring_n);
-    p += sizeof(float) * h.ring_n;
-    memcpy(m->ring_y, p, sizeof(float) * h.ring_n);
-    p += sizeof(float) * h.ring_n;
+    const float *rp = (const float *)(const void *)p;
+    const float *ry = rp + h.ring_n;
+    if (h.window == m->window) {
+        memcpy(m->ring_p, rp, sizeof(float) * h.ring_n);
+        memcpy(m->ring_y, ry, sizeof(float) * h.ring_n);
+        m->ring_n = (uint32_t)h.ring_n;
+        m->ring_head = (uint32_t)h.ring_head;
+    } else {
+        /* Another evaluation.window: keep the most recent scores that fit, oldest first. */
+        size_t n = (size_t)h.ring_n, keep = n < m->window ? n : m->window;
+        size_t oldest = n == h.window ? (size_t)h.ring_head : 0;
+        for (size_t i = 0; i < keep; i++) {
+            size_t k = (oldest + n - keep + i) % n;
+            memcpy(&m->ring_p[i], rp + k, sizeof(float));
+            memcpy(&m->ring_y[i], ry + k, sizeof(float));
+        }
+        m->ring_n = (uint32_t)keep;
+        m->ring_head = 0;
+    }
+    p += 2 * sizeof(float) * h.ring_n;
     memcpy(m->bin_pos, p, sizeof(uint64_t) * AUC_BINS);
     p += sizeof(uint64_t) * AUC_BINS;
     memcpy(m->bin_neg, p, sizeof(uint64_t) * AUC_BINS);
@@ -334,8 +350,6 @@ int metrics_load(struct metrics *m, const void *buf, size_t len)
     m->all_n = h.all_n;
     m->all_cap = cap;
     m->exact = (int)h.exact;
-    m->ring_n = (uint32_t)h.ring_n;
-    m->ring_head = (uint32_t)h.ring_head;
     m->n = h.n;
     m->positives = h.positives;
     m->tp = h.tp;

@@ -203,22 +203,37 @@ int reservoir_load(struct reservoir *r, const void *buf, size_t len)
     if (len < sizeof h) return -EINVAL;
     memcpy(&h, buf, sizeof h);
     if (h.magic != RESERVOIR_STATE_MAGIC || h.stride != r->stride ||
-        h.capacity != r->capacity || h.policy != (uint64_t)r->policy || h.size > h.capacity ||
+        h.policy != (uint64_t)r->policy || h.capacity == 0 || h.size > h.capacity ||
         h.head >= h.capacity || h.size > h.seen)
         return -EINVAL;
     if (len != sizeof h + h.size * r->stride) return -EINVAL;
+    const unsigned char *src = (const unsigned char *)buf + sizeof h;
+    /* A changed capacity keeps what fits: the most recent records for RECENT (oldest first
+     * from head once the ring had wrapped), any of them for SAMPLE (its slots are
+     * exchangeable).  With the capacity unchanged this is an exact copy. */
+    size_t keep = h.size < r->capacity ? (size_t)h.size : r->capacity;
+    size_t first = 0, head = (size_t)h.head;
+    if (h.capacity != r->capacity) {
+        if (r->policy == RESERVOIR_RECENT) {
+            size_t oldest = h.size == h.capacity ? (size_t)h.head : 0;
+            first = (oldest + (size_t)h.size - keep) % (size_t)h.size;
+        }
+        head = 0; /* laid out oldest first below, so slot 0 is the next to go */
+    }
     unsigned char *d = NULL;
-    if (h.size) {
-        d = malloc(h.size * r->stride);
+    if (keep) {
+        d = malloc(keep * r->stride);
         if (!d) return -ENOMEM;
-        memcpy(d, (const char *)buf + sizeof h, h.size * r->stride);
+        for (size_t i = 0; i < keep; i++)
+            memcpy(d + i * r->stride, src + ((first + i) % (size_t)h.size) * r->stride,
+                   r->stride);
     }
     free(r->data);
     r->data = d;
-    r->allocated = h.size;
-    r->size = h.size;
+    r->allocated = keep;
+    r->size = keep;
     r->seen = h.seen;
-    r->head = h.head;
+    r->head = head;
     memcpy(r->rng.s, h.rng, sizeof h.rng);
     return 0;
 }

@@ -346,9 +346,39 @@ void test_reservoir_recent_and_state(void)
     }
     for (int k = 0; k < 50; k++)
         CHECK_INT_EQ(*(const uint64_t *)reservoir_sample(a), *(const uint64_t *)reservoir_sample(b));
+    /* Another capacity keeps what fits. */
     struct reservoir *c = reservoir_new(sizeof(uint64_t), 8, RESERVOIR_SAMPLE, 3);
-    CHECK_INT_EQ(reservoir_load(c, buf, sz), -EINVAL); /* other capacity */
+    CHECK_INT_EQ(reservoir_load(c, buf, sz), 0);
+    CHECK_INT_EQ(reservoir_size(c), 8);
+    CHECK_INT_EQ(reservoir_seen(c), 100);
+    struct reservoir *c2 = reservoir_new(sizeof(uint64_t), 16, RESERVOIR_RECENT, 3);
+    CHECK_INT_EQ(reservoir_load(c2, buf, sz), -EINVAL); /* another policy */
+    reservoir_free(c2);
     CHECK_INT_EQ(reservoir_load(b, buf, sz - 1), -EINVAL);
+    /* A ring that wrapped, loaded into a smaller one: the most recent, oldest first. */
+    size_t rsz = reservoir_state_size(r);
+    void *rbuf = malloc(rsz);
+    reservoir_save(r, rbuf);
+    struct reservoir *small = reservoir_new(sizeof(uint64_t), 2, RESERVOIR_RECENT, 1);
+    CHECK_INT_EQ(reservoir_load(small, rbuf, rsz), 0);
+    CHECK_INT_EQ(reservoir_size(small), 2);
+    uint64_t ten = 10, eleven = 11;
+    reservoir_add(small, &ten); /* replaces 8, the oldest of the two kept (8, 9) */
+    uint64_t s0 = *(const uint64_t *)reservoir_get(small, 0),
+             s1 = *(const uint64_t *)reservoir_get(small, 1);
+    CHECK(s0 + s1 == 9 + 10 && (s0 == 9 || s1 == 9));
+    reservoir_add(small, &eleven);
+    s0 = *(const uint64_t *)reservoir_get(small, 0);
+    s1 = *(const uint64_t *)reservoir_get(small, 1);
+    CHECK(s0 + s1 == 10 + 11);
+    struct reservoir *big = reservoir_new(sizeof(uint64_t), 100, RESERVOIR_RECENT, 1);
+    CHECK_INT_EQ(reservoir_load(big, rbuf, rsz), 0);
+    CHECK_INT_EQ(reservoir_size(big), 4);
+    CHECK_INT_EQ(*(const uint64_t *)reservoir_get(big, 0), 6); /* oldest first */
+    CHECK_INT_EQ(*(const uint64_t *)reservoir_get(big, 3), 9);
+    free(rbuf);
+    reservoir_free(small);
+    reservoir_free(big);
     free(buf);
     reservoir_free(a);
     reservoir_free(b);

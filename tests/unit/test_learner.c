@@ -333,6 +333,21 @@ void test_learner_save_load_bit_identical(void)
     CHECK(memcmp(&ca, &cb, sizeof ca) == 0);
     CHECK(ca.replay_batches > 0 && ca.holdout_examples > 0);
 
+    /* Settings that size the state but are not the schema or shape (replay capacity, the
+     * metrics window, the holdout size) may change across a restart: what fits is kept. */
+    struct learner *d = learner_of("training: {replay_ratio: 1.5, batch_size: 32, "
+                                   "replay_capacity: 100}\n"
+                                   "snapshot: {holdout_fraction: 0.1, min_holdout: 20}\n"
+                                   "evaluation: {window: 50}\n");
+    rc = learner_load(d, buf, len, err, sizeof err);
+    if (rc < 0) unit_fail(__FILE__, __LINE__, "learner_load with other capacities: %s", err);
+    struct metrics_summary dw;
+    learner_metrics(d, &dw, NULL);
+    CHECK_INT_EQ(dw.n, 50);
+    CHECK_INT_EQ(learner_holdout_size(d), 50);
+    for (size_t i = k; i < n; i++) CHECK(learner_push(d, ex(f, data, i)) >= 0);
+    learner_free(d);
+
     /* A corrupt or truncated state is refused, leaving the learner as it was. */
     ((unsigned char *)buf)[len / 2] ^= 0x40;
     CHECK_INT_EQ(learner_load(b, buf, len, err, sizeof err), -EINVAL);

@@ -142,8 +142,14 @@ void test_metrics_state(void)
     metrics_cumulative(a, &sa);
     metrics_cumulative(b, &sb);
     CHECK(memcmp(&sa, &sb, sizeof sa) == 0);
-    struct metrics *c = metrics_new(999, 0.5, 0);
-    CHECK_INT_EQ(metrics_load(c, buf, sz), -EINVAL); /* other window */
+    /* Another window keeps the most recent scores that fit. */
+    struct metrics *c = metrics_new(100, 0.5, 0);
+    CHECK_INT_EQ(metrics_load(c, buf, sz), 0);
+    metrics_window(c, &sb);
+    CHECK_INT_EQ(sb.n, 100);
+    CHECK_NEAR(sb.auc, metrics_auc_exact(p + N / 2 - 100, y + N / 2 - 100, 100, NULL), 1e-12);
+    metrics_cumulative(c, &sb);
+    CHECK_INT_EQ(sb.n, N / 2);
     CHECK_INT_EQ(metrics_load(b, buf, sz - 4), -EINVAL);
     free(buf);
     metrics_free(a);
