@@ -61,7 +61,8 @@ fi
 #   inproc   http_snapshot: intentd's http.c alone on one hand-built snapshot
 #   swaps    intentd learning from a replay at 2,000 events/s, snapshot.interval 100ms
 #   still    the same under the same replay with snapshot.interval 1h (one snapshot)
-# The first four run round-robin while the learning daemon runs, so all see the same load.
+# All five run round-robin while both daemons learn, so every target sees the same load.
+# cpu/req is the server process's CPU time per answer (for the daemons it includes learning).
 # Acceptance: swaps >= 0.85 x json with zero non-2xx; p99(swaps) <= 1.25 x p99(still).
 if want http; then
     echo "== http: intentd /v1/predict vs bare libmicrohttpd servers (wrk -t2 -c64)"
@@ -70,10 +71,16 @@ if want http; then
         ld_init
         D=${HTTP_SECONDS:-5}
         command -v wrk > /dev/null || { echo "wrk missing (Debian package wrk)"; exit 1; }
-        # run NAME PORT ROUND: one wrk run into $T/NAME.ROUND.
+        ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+        # run NAME PORT ROUND PID: one wrk run into $T/NAME.ROUND, and the server's CPU time
+        # per answered request (µs) into $T/NAME.ROUND.cpu.
         run() {
+            c0=$(ticks "$4")
             wrk -t2 -c64 -d"${D}s" --latency -s tests/bench/predict.lua \
                 "http://127.0.0.1:$2/v1/predict" > "$T/$1.$3" 2>&1 || fail "wrk on $1 failed"
+            c1=$(ticks "$4")
+            awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
+                '/ requests in / { printf "%.1f\n", c / hz * 1e6 / $1 }' "$T/$1.$3" > "$T/$1.$3.cpu"
         }
         rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
         p99() {
@@ -94,11 +101,14 @@ if want http; then
             MED_RPS=$(median $(for r in 1 2 3; do rps "$T/$1.$r"; done))
             MED_P99=$(median $(for r in 1 2 3; do p99 "$T/$1.$r"; done))
             BAD=0; for r in 1 2 3; do BAD=$((BAD + $(bad "$T/$1.$r"))); done
-            printf '%-7s req/s %9.0f  (runs %s)  p99 %7.3f ms  non-2xx+errors %s\n' "$1" \
-                "$MED_RPS" "$(for r in 1 2 3; do printf '%.0f ' "$(rps "$T/$1.$r")"; done)" \
-                "$MED_P99" "$BAD"
+            MED_CPU=$(median $(cat "$T/$1".[123].cpu))
+            printf '%-7s req/s %7.0f (runs %s) p99 %6.2f ms (runs %s) cpu/req %5.1f us  bad %s\n' \
+                "$1" "$MED_RPS" "$(for r in 1 2 3; do printf '%.0f ' "$(rps "$T/$1.$r")"; done)" \
+                "$MED_P99" "$(for r in 1 2 3; do printf '%s ' "$(p99 "$T/$1.$r")"; done)" \
+                "$MED_CPU" "$BAD"
         }
-        # daemon NAME INTERVAL: a daemon learning from a looping replay at 2,000 events/s.
+        # daemon NAME INTERVAL: a daemon learning from a looping replay at 2,000 events/s;
+        # sets NAME_PID and NAME_PORT.
         daemon() {
             DAEMON_PORT=""; DAEMON_STATE="$T/$1-state"
             daemon_config "$T/$1.yaml" "snapshot.interval=$2" log_level=warn
@@ -108,34 +118,38 @@ if want http; then
             replay_bg "$1-replay" "$T/$1.yaml" --csv tests/data/online_shoppers_intention.csv \
                 --label Revenue --direct --rate 2000 --loop
             daemon_wait_ready 120
-            sleep 2 # past the start-up burst
+            eval "${1}_PID=$DAEMON_PID ${1}_PORT=$DAEMON_PORT"
         }
         BP=$(free_port); JP=$(free_port); IP=$(free_port)
-        start_bg bare "$BIN/bench/bare_http" "$BP" 2
-        start_bg json "$BIN/bench/bare_http_json" "$JP" 2
-        start_bg inproc "$BIN/bench/http_snapshot" "$IP" 2
+        start_bg bare "$BIN/bench/bare_http" "$BP" 2; BPID=$LAST_PID
+        start_bg json "$BIN/bench/bare_http_json" "$JP" 2; JPID=$LAST_PID
+        start_bg inproc "$BIN/bench/http_snapshot" "$IP" 2; IPID=$LAST_PID
         for p in $BP $JP $IP; do
             wait_for 30 "curl -fs -o /dev/null -d '{\"features\": {}}' http://127.0.0.1:$p/v1/predict"
         done
         daemon swaps 100ms
-        v0=$(metric intentd_model_version)
-        for r in 1 2 3; do
-            run bare "$BP" $r; run json "$JP" $r; run inproc "$IP" $r; run swaps "$DAEMON_PORT" $r
-        done
-        v1=$(metric intentd_model_version)
-        swap_rate=$(awk -v a="$v0" -v b="$v1" -v s=$((12 * D)) 'BEGIN { printf "%.1f", (b - a) / s }')
-        daemon_stop 30 || fail "intentd (swaps) exit $DAEMON_RC"
-        kill "$REPLAY_PID" 2> /dev/null
         daemon still 1h
-        for r in 1 2 3; do run still "$DAEMON_PORT" $r; done
-        daemon_stop 30 || fail "intentd (still) exit $DAEMON_RC"
-        kill "$REPLAY_PID" 2> /dev/null
+        sleep 2 # past the start-up burst
+        v0=$(metric intentd_model_version "$swaps_PORT")
+        t0=$(date +%s)
+        for r in 1 2 3; do
+            run bare "$BP" $r $BPID; run json "$JP" $r $JPID; run inproc "$IP" $r $IPID
+            run swaps "$swaps_PORT" $r $swaps_PID; run still "$still_PORT" $r $still_PID
+        done
+        v1=$(metric intentd_model_version "$swaps_PORT")
+        sv=$(metric intentd_model_version "$still_PORT")
+        swap_rate=$(awk -v a="$v0" -v b="$v1" -v s=$(( $(date +%s) - t0 )) \
+            'BEGIN { printf "%.1f", (b - a) / s }')
+        for d in swaps still; do
+            eval "DAEMON_PID=\$${d}_PID"
+            daemon_stop 30 || fail "intentd ($d) exit $DAEMON_RC"
+        done
         summary bare; B_RPS=$MED_RPS
         summary json; J_RPS=$MED_RPS
         summary inproc; I_RPS=$MED_RPS
         summary swaps; S_RPS=$MED_RPS; S_P99=$MED_P99; S_BAD=$BAD
         summary still; T_P99=$MED_P99; T_BAD=$BAD
-        echo "snapshots swapped in during the swaps runs: $swap_rate per second"
+        echo "snapshots: swaps daemon $swap_rate per second, still daemon at version $sv"
         awk -v s="$S_RPS" -v j="$J_RPS" -v b="$B_RPS" -v i="$I_RPS" -v sp="$S_P99" -v tp="$T_P99" \
             -v bad=$((S_BAD + T_BAD)) 'BEGIN {
             printf "intentd/json %.3f (>= 0.85)  intentd/bare %.3f  inproc/json %.3f\n", s / j, s / b, i / j
