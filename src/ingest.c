@@ -30,6 +30,7 @@
 #define INGEST_TICK_MS 1000     /* joiner idle-timeout tick */
 #define INGEST_HI_QUERY_MS 2000 /* while paused: ask the brokers for high watermarks */
 #define INGEST_HI_QUERY_TIMEOUT_MS 500
+#define INGEST_FULL_GRACE_MS 100 /* a full queue is waited on this long before pausing */
 #define INGEST_DLQ_WAIT_MS 5000 /* a due barrier waits this long for dead-letter acks */
 #define INGEST_MAX_HELD 4096 /* messages held while paused (at most one per partition) */
 
@@ -493,7 +494,12 @@ static int queue_has_room(struct ingest *in)
 
 static void handle_or_hold(struct ingest *in, rd_kafka_message_t *m)
 {
-    if (!in->paused && queue_has_room(in)) {
+    /* Pausing is dear: librdkafka drops what it has pre-fetched for the partitions and
+     * fetches it again after the resume.  A queue that is full only for a moment (a burst
+     * of examples from one watermark move, which the trainer eats in a millisecond) is
+     * waited on briefly instead; a trainer that stays behind makes ingest pause. */
+    if (!in->paused &&
+        (queue_has_room(in) || queue_wait_space(in->q, INGEST_FULL_GRACE_MS) == 0)) {
         handle_message(in, m);
         rd_kafka_message_destroy(m);
         return;
@@ -810,6 +816,7 @@ struct ingest *ingest_new(const struct config *cfg, const char *brokers, struct 
         return ingest_free(in);
     }
     joiner_set_emit(joiner, emit_example, in);
+    sync_stats(in); /* a restart shows the checkpoint's counts before the first poll */
     return in;
 }
 

@@ -178,10 +178,10 @@ static int restore(struct intentd *d)
     size_t len;
     if (checkpoint_get(cp, "learner", &data, &len) == 0 &&
         learner_load(d->learner, data, len, err, sizeof err) != 0) {
-        LOG(LOG_ERROR, "main",
-            "checkpoint %s/checkpoint-%020" PRIu64 ".ck was written for another schema or "
-            "model: %s; to start afresh, move %s aside",
-            d->cfg->state_dir, checkpoint_seq(cp), err, d->cfg->state_dir);
+        /* err names the difference and says how to start afresh */
+        LOG(LOG_ERROR, "main", "refusing to start: checkpoint %s/checkpoint-%020" PRIu64
+            ".ck does not fit this configuration: %s",
+            d->cfg->state_dir, checkpoint_seq(cp), err);
         checkpoint_free(cp);
         return 1;
     }
