@@ -107,8 +107,10 @@ static void fx_stop(struct fixture *fx)
     CHECK_INT_EQ(snapshot_live(), 0);
 }
 
-/* A snapshot of the fixture's schema with weights drawn from seed (two hidden layers). */
-static struct snapshot *make_snapshot(struct fixture *fx, uint32_t seed, int64_t created_ms)
+/* A snapshot of the fixture's schema with weights drawn from seed (two hidden layers); with
+ * poison, the output bias is NaN (a diverged model). */
+static struct snapshot *make_snapshot_p(struct fixture *fx, uint32_t seed, int64_t created_ms,
+                                        int poison)
 {
     struct model_shape shape;
     memset(&shape, 0, sizeof shape);
@@ -130,6 +132,7 @@ static struct snapshot *make_snapshot(struct fixture *fx, uint32_t seed, int64_t
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         params[i] = (float)((double)(x >> 40) / (double)(1ull << 24) - 0.5) * 0.1f;
     }
+    if (poison) params[np - 1] = NAN;
     for (uint32_t j = 0; j < shape.ndense; j++) {
         mean[j] = 0.1f * (float)j;
         inv_std[j] = 1.0f / (1.0f + 0.05f * (float)j);
@@ -145,6 +148,11 @@ static struct snapshot *make_snapshot(struct fixture *fx, uint32_t seed, int64_t
     free(params);
     CHECK(s);
     return s;
+}
+
+static struct snapshot *make_snapshot(struct fixture *fx, uint32_t seed, int64_t created_ms)
+{
+    return make_snapshot_p(fx, seed, created_ms, 0);
 }
 
 static void publish(struct fixture *fx, uint32_t seed)
@@ -868,4 +876,19 @@ void test_http_free_releases_the_socket_and_threads(void)
         fx.cfg.http.listen = "127.0.0.1:0";
     }
     CHECK_INT_EQ(count_fds(), before);
+}
+
+void test_http_500_when_the_model_scores_nan(void)
+{
+    struct fixture fx;
+    fx_config(&fx);
+    fx_start(&fx);
+    snapshot_slot_publish(&fx.slot, make_snapshot_p(&fx, 1, (int64_t)log_wall_ms(), 1));
+    struct resp r;
+    post(&fx, "{\"features\": {\"PageValues\": 1}}", &r);
+    CHECK_ERROR(&r, 500, "non-finite", NULL, -1);
+    post(&fx, "{\"instances\": [{}, {}]}", &r);
+    CHECK_ERROR(&r, 500, "non-finite", NULL, 0);
+    CHECK_INT_EQ(scrape(&fx, "intentd_http_requests_total{path=\"/v1/predict\",code=\"500\"}"), 2);
+    fx_stop(&fx);
 }
