@@ -14,33 +14,40 @@ want() {
     return 1
 }
 
-# Field N of the line holding "examples/s": the figure just before it.
+# The figure just before "examples/s" in a benchmark's output file.
 rate() { sed -n 's/.* \([0-9][0-9]*\) examples\/s.*/\1/p' "$1"; }
 
 # trainer — intentd's training step (model_forward + model_step) against PyTorch 1.13 on the
-# same model (hidden 64,32, relu, Adam), batch (128), data (TRAINER_EXAMPLES synthetic examples
-# of 128 dense inputs, from one pool both read), one thread each.  Acceptance: ratio >= 4.
+# same model (hidden 64,32, relu, Adam), batch (128) and data (synthetic, 128 dense inputs, one
+# pool both read), one thread each.  Three rounds of TRAINER_EXAMPLES (default 500000)
+# examples, alternating, so both see the same load on this shared machine; medians reported.
+# Acceptance (issue 3): ratio >= 4.
+median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 if want trainer; then
     echo "== trainer: $BUILD/bench/trainer_bench vs tests/bench/torch_trainer.py"
-    n=${TRAINER_EXAMPLES:-2000000}
-    if "$BUILD/bench/trainer_bench" --examples "$n" --inputs 128 --hidden 64,32 --batch 128 \
-        --write-data "$tmp/pool.f32" > "$tmp/c.out"; then
-        cat "$tmp/c.out"
-    else
-        echo "trainer_bench failed"; status=1
-    fi
-    if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-        if /usr/bin/python3 tests/bench/torch_trainer.py "$tmp/pool.f32" 128 --examples "$n" \
-            --batch 128 --hidden 64,32 > "$tmp/t.out"; then
-            cat "$tmp/t.out"
-            c=$(rate "$tmp/c.out"); t=$(rate "$tmp/t.out")
-            [ -n "$c" ] && [ -n "$t" ] &&
-                awk -v c="$c" -v t="$t" 'BEGIN { printf "ratio intentd/torch: %.2fx\n", c / t }'
-        else
-            echo "torch_trainer.py failed"; status=1
-        fi
-    else
-        echo "torch not importable by /usr/bin/python3: PyTorch side skipped"
+    n=${TRAINER_EXAMPLES:-500000}
+    torch=1
+    /usr/bin/python3 -c 'import torch' 2>/dev/null ||
+        { torch=0; echo "torch not importable by /usr/bin/python3: PyTorch side skipped"; }
+    for r in 1 2 3; do
+        "$BUILD/bench/trainer_bench" --examples "$n" --inputs 128 --hidden 64,32 --batch 128 \
+            --write-data "$tmp/pool.f32" > "$tmp/c.$r" ||
+            { echo "trainer_bench failed"; status=1; }
+        cat "$tmp/c.$r"
+        [ $torch = 1 ] || continue
+        /usr/bin/python3 tests/bench/torch_trainer.py "$tmp/pool.f32" 128 --examples "$n" \
+            --batch 128 --hidden 64,32 > "$tmp/t.$r" ||
+            { echo "torch_trainer.py failed"; status=1; }
+        cat "$tmp/t.$r"
+    done
+    c=$(median3 $(rate "$tmp/c.1") $(rate "$tmp/c.2") $(rate "$tmp/c.3"))
+    echo "intentd median: $c examples/s"
+    if [ $torch = 1 ]; then
+        t=$(median3 $(rate "$tmp/t.1") $(rate "$tmp/t.2") $(rate "$tmp/t.3"))
+        echo "torch median: $t examples/s"
+        [ -n "$c" ] && [ -n "$t" ] &&
+            awk -v c="$c" -v t="$t" \
+                'BEGIN { printf "ratio intentd/torch: %.2fx (acceptance >= 4)\n", c / t }'
     fi
 fi
 
