@@ -67,7 +67,8 @@ static const char replay_usage[] =
     "                         topic, every other line (malformed ones too) to the clicks\n"
     "                         topic; keyed by its \"session_id\" when that is a string\n"
     "  --rate N               events per second, clicks and transactions together\n"
-    "                         (default 0: as fast as possible)\n"
+    "                         (default 0: as fast as possible); after a stall it goes on\n"
+    "                         at N, without a burst to catch up\n"
     "  --loop                 start over at the end, until interrupted\n"
     "  --shuffle SEED         send the rows in a random order (a new one every loop)\n"
     "  --limit N              only the first N rows or lines of the file\n"
@@ -647,11 +648,25 @@ static uint64_t replay_total(const uint64_t v[2])
     return v[0] + v[1];
 }
 
-/* Sleeps until the monotonic time due_ms (in slices, so a signal is noticed). */
-static void sleep_until(struct replay *r, uint64_t due_ms)
+/* Paces the stream at rate events/s: waits (in slices, so a signal is noticed) until event
+ * number events is due.  After a stall of more than a second (a broker away, a full queue)
+ * the schedule restarts from now instead of bursting to catch up. */
+struct pacer {
+    uint64_t base_ms; /* monotonic time of event number base_events */
+    uint64_t base_events;
+};
+
+static void pace(struct replay *r, struct pacer *p, double rate, uint64_t events)
 {
-    for (uint64_t now; !replay_stop && (now = log_now_ms()) < due_ms;) {
-        uint64_t left = due_ms - now;
+    uint64_t due = p->base_ms + (uint64_t)((double)(events - p->base_events) * 1000.0 / rate);
+    uint64_t now = log_now_ms();
+    if (now > due + 1000) {
+        p->base_ms = now;
+        p->base_events = events;
+        return;
+    }
+    for (; !replay_stop && now < due; now = log_now_ms()) {
+        uint64_t left = due - now;
         rd_kafka_poll(r->rk, (int)(left < 100 ? left : 100));
     }
 }
@@ -906,6 +921,7 @@ int main(int argc, char **argv)
 
     uint64_t rng = seed, g = 0, last_ts = 0, next_progress = mono0 + REPLAY_PROGRESS_MS;
     uint64_t events = 0;
+    struct pacer pacer = {.base_ms = mono0};
     struct sbuf ev = {0};
     bool stopped = false;
     for (uint64_t lap = 0; !stopped; lap++) {
@@ -920,7 +936,7 @@ int main(int argc, char **argv)
             const struct item *it = &in.items[order[i]];
             int nev = csv_path && it->label && !direct ? 2 : 1;
             for (int k = 0; k < nev && !stopped; k++) {
-                if (rate > 0) sleep_until(&r, mono0 + (uint64_t)((double)events * 1000.0 / rate));
+                if (rate > 0) pace(&r, &pacer, rate, events);
                 if (replay_stop || r.fatal) {
                     stopped = true;
                     break;
