@@ -36,16 +36,16 @@
 
 /* One labelled (or, for scoring, unlabelled) example.  Fixed stride; no pointers. */
 struct example {
-    float label;    /* 0 or 1 (ignored when scoring) */
-    float weight;   /* the event's own loss weight, > 0 (1 when absent); the learner
-                       multiplies positives by training.positive_weight */
-    uint64_t seq;   /* the caller's tag (row number, offset...); the learner keeps it as is */
-    float dense[];  /* ndense floats, then ncat uint32 sparse indices (example_cat) */
+    float label;   /* 0 or 1 (ignored when scoring) */
+    float weight;  /* the event's own loss weight, > 0 (1 when absent); the learner
+                      multiplies positives by training.positive_weight */
+    uint64_t seq;  /* the caller's tag (row number, offset...); the learner keeps it as is */
+    float dense[]; /* ndense floats, then ncat uint32 sparse indices (example_cat) */
 };
 
 /* Static description of one schema column, as features_column() returns it. */
 struct features_column {
-    const char *name;                 /* owned by the encoder */
+    const char *name; /* owned by the encoder */
     enum feature_type type;
     enum feature_transform transform; /* numeric only */
     uint32_t buckets;                 /* categorical only */
@@ -132,9 +132,8 @@ uint32_t features_hash(const struct features *f, uint32_t cat, const char *s, si
  * value has the wrong type, is NaN or infinite, with err naming the feature and
  * *bad_field pointing to its name (owned by f).  err and bad_field may be NULL.
  * Thread-safe (f is only read). */
-int features_from_json(const struct features *f, const json_t *features_obj,
-                       struct example *e, uint32_t *unknown_count, char *err, size_t errlen,
-                       const char **bad_field);
+int features_from_json(const struct features *f, const json_t *features_obj, struct example *e,
+                       uint32_t *unknown_count, char *err, size_t errlen, const char **bad_field);
 
 /* CSV input (intentd-eval, intentd-replay).  An empty cell is a missing feature. */
 
@@ -147,11 +146,11 @@ int features_csv_split(char *line, char **fields, size_t max);
  * of header field i, or -1 for a field the schema does not use (the label, say).
  * Returns 0, or -ENOENT with err naming the first schema feature missing from the
  * header, -EINVAL for a header field named twice. */
-int features_csv_map(const struct features *f, char *const *header, size_t nfields,
-                     int *colmap, char *err, size_t errlen);
+int features_csv_map(const struct features *f, char *const *header, size_t nfields, int *colmap,
+                     char *err, size_t errlen);
 
-/* Fills the features of e from one CSV row (fields as features_csv_split gives them; fields
- * beyond the header's width are an error).  Numeric cells are parsed with strtod (so
+/* Fills the features of e from one CSV row (fields as features_csv_split gives them;
+ * nfields must not exceed the header's width, i.e. colmap's length).  Numeric cells are parsed with strtod (so
  * 7.50E-05 reads), booleans as in features_from_json, categoricals hash their text.
  * Returns 0, or -EDOM with err naming the feature (and *bad_field its name) for a cell
  * that does not parse, is NaN or infinite. */
@@ -193,8 +192,8 @@ void features_norm_freeze(const struct features_norm *n, float *mean, float *inv
 
 /* out[j] = (x[j] - mean[j]) · inv_std[j], and 0 where x[j] is NaN (missing = the mean):
  * the one standardisation used by training and serving.  x and out may alias. */
-void features_standardise(uint32_t ndense, const float *mean, const float *inv_std,
-                          const float *x, float *out);
+void features_standardise(uint32_t ndense, const float *mean, const float *inv_std, const float *x,
+                          float *out);
 
 /* Serialised size and (de)serialisation of a normaliser, for checkpoints. */
 size_t features_norm_state_size(const struct features_norm *n);

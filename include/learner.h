@@ -103,8 +103,8 @@ struct snapshot *learner_snapshot(struct learner *l, uint64_t version, int64_t n
  * snapshot.min_holdout examples, or when cand_loss ≤ served_loss + max_regression;
  * else 0.  *cand_loss and *served_loss (either may be NULL) receive the mean log losses
  * (NaN when not computed). */
-int learner_gate(struct learner *l, const struct snapshot *candidate,
-                 const struct snapshot *served, double *cand_loss, double *served_loss);
+int learner_gate(struct learner *l, const struct snapshot *candidate, const struct snapshot *served,
+                 double *cand_loss, double *served_loss);
 
 /* Examples in the holdout reservoir. */
 size_t learner_holdout_size(const struct learner *l);

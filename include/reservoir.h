@@ -41,9 +41,9 @@ struct reservoir *reservoir_free(struct reservoir *r);
  * then not kept; the reservoir stays valid). */
 int reservoir_add(struct reservoir *r, const void *record);
 
-size_t reservoir_size(const struct reservoir *r);     /* records held, ≤ capacity */
+size_t reservoir_size(const struct reservoir *r); /* records held, ≤ capacity */
 uint32_t reservoir_capacity(const struct reservoir *r);
-uint64_t reservoir_seen(const struct reservoir *r);   /* records ever offered */
+uint64_t reservoir_seen(const struct reservoir *r); /* records ever offered */
 size_t reservoir_stride(const struct reservoir *r);
 
 /* Record i, 0 ≤ i < reservoir_size (in no particular order). */

@@ -36,8 +36,8 @@
 #include "features.h"
 #include "model.h"
 
-#define SNAPSHOT_MAGIC "INTDSNAP"
-#define SNAPSHOT_FORMAT 1
+#define SNAPSHOT_MAGIC           "INTDSNAP"
+#define SNAPSHOT_FORMAT          1
 #define SNAPSHOT_FINGERPRINT_LEN 32 /* hex digits */
 
 /* Progressive or holdout figures; NaN when unknown (no data yet). */
@@ -109,8 +109,7 @@ void snapshot_encode_into(const struct snapshot *s, void *buf);
  * checksum, the schema and shape (the encoder is rebuilt and must give the stored shape),
  * and recomputes the fingerprint.  Returns 0 with *out (one reference, owned by the
  * caller), or -EINVAL / -ENOMEM with err saying what is wrong. */
-int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *err,
-                    size_t errlen);
+int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *err, size_t errlen);
 
 /* Compares an expected schema and shape (f, shape: the configuration's) with ones found
  * (f2, shape2: a checkpoint's or a snapshot's); returns 0 when they are the same, else

@@ -18,7 +18,7 @@
 
 struct features {
     uint32_t ncol, ndense, ncat, nsparse;
-    struct features_column *cols; /* (ncol) */
+    struct features_column *cols;  /* (ncol) */
     struct config_feature *schema; /* (ncol) same names as cols */
     char *names;                   /* all names, NUL-separated (owned) */
     /* Open-addressing table of column indices by name (for JSON keys): -1 = empty. */
@@ -58,15 +58,17 @@ static int lookup(const struct features *f, const char *name, size_t len)
 static const char *type_name(enum feature_type t)
 {
     switch (t) {
-    case FEATURE_NUMERIC: return "numeric";
-    case FEATURE_CATEGORICAL: return "categorical";
-    case FEATURE_BOOLEAN: return "boolean";
+    case FEATURE_NUMERIC:
+        return "numeric";
+    case FEATURE_CATEGORICAL:
+        return "categorical";
+    case FEATURE_BOOLEAN:
+        return "boolean";
     }
     return "?";
 }
 
-struct features *features_new(const struct config_feature *cols, size_t n, char *err,
-                              size_t errlen)
+struct features *features_new(const struct config_feature *cols, size_t n, char *err, size_t errlen)
 {
     if (n == 0) {
         set_err(err, errlen, "the feature schema is empty: configure at least one feature");
@@ -114,7 +116,9 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
         }
         switch (c->type) {
         case FEATURE_NUMERIC:
-        case FEATURE_BOOLEAN: c->slot = f->ndense++; break;
+        case FEATURE_BOOLEAN:
+            c->slot = f->ndense++;
+            break;
         case FEATURE_CATEGORICAL:
             if (c->buckets == 0) {
                 set_err(err, errlen, "feature \"%s\": buckets must be at least 1", c->name);
@@ -124,8 +128,10 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
             c->offset = (uint32_t)nsparse;
             nsparse += c->buckets;
             if (nsparse >= MODEL_NO_INDEX) {
-                set_err(err, errlen, "the categorical features have %" PRIu64
-                        " buckets in all: fewer than 2^32 - 1 are supported", nsparse);
+                set_err(err, errlen,
+                        "the categorical features have %" PRIu64
+                        " buckets in all: fewer than 2^32 - 1 are supported",
+                        nsparse);
                 return features_free(f);
             }
             break;
@@ -271,14 +277,21 @@ int features_parse_bool(const char *s, size_t len)
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }
@@ -299,9 +312,8 @@ static int bad_value(const struct features_column *c, char *err, size_t errlen,
     return -EDOM;
 }
 
-int features_from_json(const struct features *f, const json_t *features_obj,
-                       struct example *e, uint32_t *unknown_count, char *err, size_t errlen,
-                       const char **bad_field)
+int features_from_json(const struct features *f, const json_t *features_obj, struct example *e,
+                       uint32_t *unknown_count, char *err, size_t errlen, const char **bad_field)
 {
     if (bad_field) *bad_field = NULL;
     if (!json_is_object(features_obj)) {
@@ -340,7 +352,8 @@ int features_from_json(const struct features *f, const json_t *features_obj,
             int b = -1;
             if (json_is_boolean(v))
                 b = json_is_true(v);
-            else if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
+            else if (json_is_integer(v) &&
+                     (json_integer_value(v) == 0 || json_integer_value(v) == 1))
                 b = (int)json_integer_value(v);
             else if (json_is_string(v))
                 b = features_parse_bool(json_string_value(v), json_string_length(v));
@@ -357,8 +370,7 @@ int features_from_json(const struct features *f, const json_t *features_obj,
             } else if (json_is_integer(v)) {
                 /* An integer is the same value as its decimal string. */
                 char buf[24];
-                int len = snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
-                                   json_integer_value(v));
+                int len = snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
                 cat[c->slot] = hash_column(c, buf, (size_t)len);
             } else {
                 return bad_value(c, err, errlen, bad_field,
@@ -411,8 +423,8 @@ int features_csv_split(char *line, char **fields, size_t max)
     return (int)n;
 }
 
-int features_csv_map(const struct features *f, char *const *header, size_t nfields,
-                     int *colmap, char *err, size_t errlen)
+int features_csv_map(const struct features *f, char *const *header, size_t nfields, int *colmap,
+                     char *err, size_t errlen)
 {
     char seen[CONFIG_MAX_FEATURES] = {0};
     for (size_t i = 0; i < nfields; i++) {
@@ -463,12 +475,13 @@ int features_from_csv_row(const struct features *f, const int *colmap, char *con
         case FEATURE_BOOLEAN: {
             int b = features_parse_bool(s, len);
             if (b < 0)
-                return bad_value(c, err, errlen, bad_field,
-                                 "\"%s\" is not TRUE/FALSE or 1/0", s);
+                return bad_value(c, err, errlen, bad_field, "\"%s\" is not TRUE/FALSE or 1/0", s);
             e->dense[c->slot] = (float)b;
             break;
         }
-        case FEATURE_CATEGORICAL: cat[c->slot] = hash_column(c, s, len); break;
+        case FEATURE_CATEGORICAL:
+            cat[c->slot] = hash_column(c, s, len);
+            break;
         }
     }
     return 0;
@@ -512,9 +525,8 @@ struct features_norm *features_norm_free(struct features_norm *n)
 /* Sums one batch's rows about a shift k (the running mean, so the sums stay small and
  * single precision is accurate): per column the count, Σ d and Σ d² of d = v - k over
  * the values present.  One pass, no division, vectorised where the CPU allows. */
-FEATURES_CLONES static void batch_moments(uint32_t nd, const char *base, size_t B,
-                                          size_t stride, const float *k, float *cnt, float *s1,
-                                          float *s2)
+FEATURES_CLONES static void batch_moments(uint32_t nd, const char *base, size_t B, size_t stride,
+                                          const float *k, float *cnt, float *s1, float *s2)
 {
     for (uint32_t j = 0; j < nd; j++) cnt[j] = s1[j] = s2[j] = 0;
     for (size_t b = 0; b < B; b++) {
@@ -536,7 +548,7 @@ static void norm_update_rows(struct features_norm *n, const float *x, size_t B, 
 {
     uint32_t nd = n->ndense;
     float k[CONFIG_MAX_FEATURES] = {0}, cnt[CONFIG_MAX_FEATURES], s1[CONFIG_MAX_FEATURES],
-        s2[CONFIG_MAX_FEATURES];
+          s2[CONFIG_MAX_FEATURES];
     for (uint32_t j = 0; j < nd; j++) k[j] = (float)n->mean[j];
     batch_moments(nd, (const char *)x, B, stride, k, cnt, s1, s2);
     for (uint32_t j = 0; j < nd; j++) {
@@ -574,8 +586,8 @@ void features_norm_freeze(const struct features_norm *n, float *mean, float *inv
     }
 }
 
-FEATURES_CLONES void features_standardise(uint32_t ndense, const float *mean,
-                                          const float *inv_std, const float *x, float *out)
+FEATURES_CLONES void features_standardise(uint32_t ndense, const float *mean, const float *inv_std,
+                                          const float *x, float *out)
 {
     for (uint32_t j = 0; j < ndense; j++) {
         float v = x[j];

@@ -14,10 +14,10 @@
 #include "reservoir.h"
 
 /* Distinct streams of the model seed for the learner's RNGs. */
-#define SEED_ROUTE UINT64_C(0x686f6c646f757431)  /* "holdout1" */
-#define SEED_REPLAY UINT64_C(0x7265706c61793031) /* "replay01" */
+#define SEED_ROUTE     UINT64_C(0x686f6c646f757431) /* "holdout1" */
+#define SEED_REPLAY    UINT64_C(0x7265706c61793031) /* "replay01" */
 #define SEED_RESERVOIR UINT64_C(0x7265737276723031)
-#define STATE_FORMAT 1
+#define STATE_FORMAT   1
 
 struct learner {
     struct features *f;
@@ -40,8 +40,8 @@ struct learner {
 
     /* The batch handed to the model; x and cat are borrowed by model_forward until the
      * step, so they are only rewritten for the next batch. */
-    float *x;      /* (batch, ndense) standardised */
-    uint32_t *cat; /* (batch, ncat) */
+    float *x;                     /* (batch, ndense) standardised */
+    uint32_t *cat;                /* (batch, ncat) */
     float *label, *weight, *prob; /* (batch) */
     unsigned char *replay_batch;  /* (batch) records drawn from the replay reservoir */
 
@@ -143,8 +143,8 @@ struct learner *learner_new(const struct config *cfg, char *err, size_t errlen)
     l->hold_y = malloc(hcap * sizeof(float));
     l->metrics = metrics_new(l->window, l->threshold, 0);
     if (!l->norm || !l->mean || !l->inv_std || !l->pending || !l->replay_batch || !l->x ||
-        !l->cat || !l->label || !l->weight || !l->prob || !l->replay || !l->holdout ||
-        !l->hold_p || !l->hold_y || !l->metrics)
+        !l->cat || !l->label || !l->weight || !l->prob || !l->replay || !l->holdout || !l->hold_p ||
+        !l->hold_y || !l->metrics)
         goto oom;
     reservoir_rng_seed(&l->route_rng, seed ^ SEED_ROUTE);
     reservoir_rng_seed(&l->replay_rng, seed ^ SEED_REPLAY);
@@ -419,8 +419,7 @@ size_t learner_holdout_size(const struct learner *l)
 }
 
 /* Scores the holdout reservoir with s: mean log loss and AUC (NaN when empty). */
-static void holdout_eval(struct learner *l, const struct snapshot *s, double *loss,
-                         double *auc)
+static void holdout_eval(struct learner *l, const struct snapshot *s, double *loss, double *auc)
 {
     size_t n = reservoir_size(l->holdout);
     double sum = 0;
@@ -477,8 +476,8 @@ struct snapshot *learner_snapshot(struct learner *l, uint64_t version, int64_t n
     return s;
 }
 
-int learner_gate(struct learner *l, const struct snapshot *candidate,
-                 const struct snapshot *served, double *cand_loss, double *served_loss)
+int learner_gate(struct learner *l, const struct snapshot *candidate, const struct snapshot *served,
+                 double *cand_loss, double *served_loss)
 {
     double cl = NAN, sl = NAN;
     int accept = 1;
@@ -730,8 +729,10 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
     }
     uint64_t format = in_u64(&in);
     if (format != STATE_FORMAT) {
-        set_err(err, errlen, "learner state format %" PRIu64 " is not supported (this build "
-                "reads %d)", format, STATE_FORMAT);
+        set_err(err, errlen,
+                "learner state format %" PRIu64 " is not supported (this build "
+                "reads %d)",
+                format, STATE_FORMAT);
         return -EINVAL;
     }
     if (XXH3_64bits(buf, len - 8) != sum) {
@@ -745,8 +746,10 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
     int rc = snapshot_check_compatible(l->f, &l->shape, f, &shape, why, sizeof why);
     features_free(f);
     if (rc < 0) {
-        set_err(err, errlen, "the saved state is for another feature schema or model shape: "
-                "%s (start afresh by moving the state aside)", why);
+        set_err(err, errlen,
+                "the saved state is for another feature schema or model shape: "
+                "%s (start afresh by moving the state aside)",
+                why);
         return -EINVAL;
     }
     in.len = len - 8;
@@ -782,10 +785,10 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
 
     /* Load into fresh objects first, so that a failure leaves l as it was. */
     struct features_norm *norm = features_norm_new(l->ndense);
-    struct reservoir *rr = reservoir_new(l->stride, reservoir_capacity(l->replay),
-                                         RESERVOIR_SAMPLE, 0);
-    struct reservoir *hr = reservoir_new(l->stride, reservoir_capacity(l->holdout),
-                                         RESERVOIR_RECENT, 0);
+    struct reservoir *rr =
+        reservoir_new(l->stride, reservoir_capacity(l->replay), RESERVOIR_SAMPLE, 0);
+    struct reservoir *hr =
+        reservoir_new(l->stride, reservoir_capacity(l->holdout), RESERVOIR_RECENT, 0);
     struct metrics *m = metrics_new(l->window, l->threshold, 0);
     rc = -ENOMEM;
     if (norm && rr && hr && m) {
@@ -795,7 +798,8 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
         if (rc == 0) rc = metrics_load(m, met_state, met_len);
         if (rc == 0) rc = model_state_load(l->m, model_state, model_len);
         if (rc == -EINVAL)
-            set_err(err, errlen, "the learner state does not fit this configuration "
+            set_err(err, errlen,
+                    "the learner state does not fit this configuration "
                     "(the optimizer changed?) or is corrupt");
     }
     if (rc == -ENOMEM) set_err(err, errlen, "out of memory loading the learner state");

@@ -8,9 +8,9 @@
 #include <string.h>
 
 #define METRICS_STATE_MAGIC UINT64_C(0x3153434952544d49) /* "IMTRICS1" */
-#define AUC_BINS 32768
-#define LOGIT_RANGE 16.0 /* bins cover logits in [-16, 16]; beyond that they saturate */
-#define P_CLAMP 1e-7
+#define AUC_BINS            32768
+#define LOGIT_RANGE         16.0 /* bins cover logits in [-16, 16]; beyond that they saturate */
+#define P_CLAMP             1e-7
 
 struct metrics {
     uint32_t window;
@@ -181,8 +181,8 @@ double metrics_auc_exact(const float *p, const float *label, size_t n, float *sc
     return (rank_sum - npos * (npos + 1) / 2.0) / (npos * nneg);
 }
 
-static void finish(struct metrics_summary *o, uint64_t n, uint64_t pos, uint64_t tp,
-                   uint64_t fp, uint64_t correct, double sum_ll, double sum_p)
+static void finish(struct metrics_summary *o, uint64_t n, uint64_t pos, uint64_t tp, uint64_t fp,
+                   uint64_t correct, double sum_ll, double sum_p)
 {
     o->n = n;
     o->positives = pos;

@@ -225,8 +225,7 @@ int reservoir_load(struct reservoir *r, const void *buf, size_t len)
         d = malloc(keep * r->stride);
         if (!d) return -ENOMEM;
         for (size_t i = 0; i < keep; i++)
-            memcpy(d + i * r->stride, src + ((first + i) % (size_t)h.size) * r->stride,
-                   r->stride);
+            memcpy(d + i * r->stride, src + ((first + i) % (size_t)h.size) * r->stride, r->stride);
     }
     free(r->data);
     r->data = d;

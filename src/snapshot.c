@@ -44,8 +44,8 @@
 _Static_assert(sizeof(void *) == 8, "the snapshot slot packs 48-bit pointers in 64 bits");
 
 #define SLOT_PTR_MASK ((UINT64_C(1) << 48) - 1)
-#define SLOT_TICKET (UINT64_C(1) << 48)
-#define SLOT_BIAS (INT64_C(1) << 40)
+#define SLOT_TICKET   (UINT64_C(1) << 48)
+#define SLOT_BIAS     (INT64_C(1) << 40)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -121,8 +121,8 @@ static void put_eval(struct writer *w, const struct snapshot_eval *e)
 
 /* The fingerprinted part: everything that determines a score. */
 static void put_model_section(struct writer *w, const struct features *f,
-                              const struct model_shape *shape, size_t nparams,
-                              const float *params, const float *mean, const float *inv_std)
+                              const struct model_shape *shape, size_t nparams, const float *params,
+                              const float *mean, const float *inv_std)
 {
     put_u64(w, FEATURES_HASH_SEED);
     uint32_t ncol = features_ncolumns(f);
@@ -214,8 +214,7 @@ struct snapshot *snapshot_ref(struct snapshot *s)
 
 struct snapshot *snapshot_release(struct snapshot *s)
 {
-    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
-        snapshot_destroy(s);
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) snapshot_destroy(s);
     return NULL;
 }
 
@@ -228,7 +227,7 @@ float snapshot_score(const struct snapshot *s, const struct example *e)
 }
 
 /* Header: magic, format, reserved, total length. */
-#define HEADER_LEN (8 + 4 + 4 + 8)
+#define HEADER_LEN  (8 + 4 + 4 + 8)
 #define TRAILER_LEN (16 + 8) /* fingerprint, checksum */
 
 static void encode(const struct snapshot *s, struct writer *w)
@@ -336,8 +335,7 @@ static void get_eval(struct reader *r, struct snapshot_eval *e)
     e->n = get_u64(r);
 }
 
-int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *err,
-                    size_t errlen)
+int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *err, size_t errlen)
 {
     *out = NULL;
     const unsigned char *b = buf;
@@ -355,8 +353,8 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
         return -EINVAL;
     }
     if (total != len) {
-        set_err(err, errlen, "snapshot is %zu bytes, its header says %" PRIu64 " (truncated?)",
-                len, total);
+        set_err(err, errlen, "snapshot is %zu bytes, its header says %" PRIu64 " (truncated?)", len,
+                total);
         return -EINVAL;
     }
     uint64_t sum;
@@ -444,8 +442,8 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
         return -ENOMEM;
     }
     memcpy(tmp, b + r.pos, need);
-    struct snapshot *s = snapshot_new(f, &shape, tmp + 2 * shape.ndense, tmp,
-                                      tmp + shape.ndense, &meta);
+    struct snapshot *s =
+        snapshot_new(f, &shape, tmp + 2 * shape.ndense, tmp, tmp + shape.ndense, &meta);
     free(tmp);
     features_free(f);
     if (!s) {
@@ -461,8 +459,7 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     hex_of(&sd, stored);
     if (strcmp(hex, stored) != 0 || strcmp(hex, s->fingerprint) != 0) {
         snapshot_destroy(s);
-        set_err(err, errlen, "snapshot fingerprint mismatch (stored %s, computed %s)", stored,
-                hex);
+        set_err(err, errlen, "snapshot fingerprint mismatch (stored %s, computed %s)", stored, hex);
         return -EINVAL;
     }
     *out = s;
@@ -497,16 +494,16 @@ int snapshot_check_compatible(const struct features *f, const struct model_shape
             return -EINVAL;
         }
         if (a->buckets != b->buckets) {
-            set_err(err, errlen, "feature \"%s\" has %" PRIu32 " buckets, not %" PRIu32,
-                    a->name, b->buckets, a->buckets);
+            set_err(err, errlen, "feature \"%s\" has %" PRIu32 " buckets, not %" PRIu32, a->name,
+                    b->buckets, a->buckets);
             return -EINVAL;
         }
     }
     if (n != n2) {
         const struct features_column *extra =
             n2 > n ? features_column(f2, n) : features_column(f, n2);
-        set_err(err, errlen, "%" PRIu32 " features, not %" PRIu32 " (feature \"%s\" is %s)",
-                n2, n, extra->name, n2 > n ? "extra" : "missing");
+        set_err(err, errlen, "%" PRIu32 " features, not %" PRIu32 " (feature \"%s\" is %s)", n2, n,
+                extra->name, n2 > n ? "extra" : "missing");
         return -EINVAL;
     }
     if (shape->nlayers != shape2->nlayers) {
@@ -516,8 +513,8 @@ int snapshot_check_compatible(const struct features *f, const struct model_shape
     }
     for (uint32_t i = 1; i < shape->nlayers; i++) {
         if (shape->width[i] != shape2->width[i]) {
-            set_err(err, errlen, "hidden layer %" PRIu32 " has width %" PRIu32 ", not %" PRIu32,
-                    i, shape2->width[i], shape->width[i]);
+            set_err(err, errlen, "hidden layer %" PRIu32 " has width %" PRIu32 ", not %" PRIu32, i,
+                    shape2->width[i], shape->width[i]);
             return -EINVAL;
         }
     }

@@ -49,14 +49,13 @@ struct dataset {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: intentd-eval --config FILE --csv FILE --label COLUMN [--positive VALUE]\n"
-            "                    [--holdout-fraction F --seed S] [--passes N] [--folds K]\n"
-            "       intentd-eval --config FILE --synthetic N --inputs D [--seed S]\n"
-            "Trains the configured model on the file in file order with the daemon's own\n"
-            "pipeline and prints {\"examples\", \"progressive\", \"holdout\","
-            " \"examples_per_second\"}\n"
-            "(or, with --folds K, stratified K-fold figures) as JSON on stdout.\n");
+    fprintf(out, "usage: intentd-eval --config FILE --csv FILE --label COLUMN [--positive VALUE]\n"
+                 "                    [--holdout-fraction F --seed S] [--passes N] [--folds K]\n"
+                 "       intentd-eval --config FILE --synthetic N --inputs D [--seed S]\n"
+                 "Trains the configured model on the file in file order with the daemon's own\n"
+                 "pipeline and prints {\"examples\", \"progressive\", \"holdout\","
+                 " \"examples_per_second\"}\n"
+                 "(or, with --folds K, stratified K-fold figures) as JSON on stdout.\n");
 }
 
 static int die_usage(const char *msg)
@@ -153,14 +152,16 @@ static int read_csv(const struct options *o, const struct features *f, struct da
         }
         if (n == 1 && fields[0][0] == '\0') continue; /* blank line */
         if (n != nheader) {
-            fprintf(stderr, "intentd-eval: %s:%zu: %d fields, the header has %d\n", o->csv,
-                    lineno, n, nheader);
+            fprintf(stderr, "intentd-eval: %s:%zu: %d fields, the header has %d\n", o->csv, lineno,
+                    n, nheader);
             goto out;
         }
         int y = label_of(fields[label_col], o->positive);
         if (y < 0) {
-            fprintf(stderr, "intentd-eval: %s:%zu: label \"%s\" is not TRUE/FALSE or 1/0 "
-                    "(use --positive VALUE)\n", o->csv, lineno, fields[label_col]);
+            fprintf(stderr,
+                    "intentd-eval: %s:%zu: label \"%s\" is not TRUE/FALSE or 1/0 "
+                    "(use --positive VALUE)\n",
+                    o->csv, lineno, fields[label_col]);
             goto out;
         }
         struct example *e = dataset_append(d);
@@ -235,8 +236,7 @@ struct run {
 /* Trains a fresh learner on the rows whose group != test (in file order, `passes` times)
  * and scores the rows whose group == test with its final snapshot (test < 0: none). */
 static int train_and_score(const struct config *cfg, const struct dataset *d,
-                           const unsigned char *group, int test, unsigned passes,
-                           struct run *r)
+                           const unsigned char *group, int test, unsigned passes, struct run *r)
 {
     char err[512];
     struct learner *l = learner_new(cfg, err, sizeof err);
@@ -378,8 +378,8 @@ static int synthetic(struct config *cfg, const struct options *o)
     struct reservoir_rng rng;
     reservoir_rng_seed(&rng, o->seed);
     /* Box-Muller normals. */
-#define NORMAL()                                                                           \
-    (sqrt(-2.0 * log(1.0 - reservoir_rng_uniform(&rng))) *                                  \
+#define NORMAL()                                                                                   \
+    (sqrt(-2.0 * log(1.0 - reservoir_rng_uniform(&rng))) *                                         \
      cos(6.283185307179586 * reservoir_rng_uniform(&rng)))
     for (unsigned j = 0; j < o->inputs; j++) w[j] = (float)(NORMAL() / sqrt((double)o->inputs));
     for (size_t i = 0; i < npool; i++) {
@@ -417,8 +417,19 @@ out:
 int main(int argc, char **argv)
 {
     struct options o = {.passes = 1, .seed = 1};
-    enum { OPT_CONFIG = 1, OPT_CSV, OPT_LABEL, OPT_POSITIVE, OPT_HOLDOUT, OPT_SEED, OPT_PASSES,
-           OPT_FOLDS, OPT_SYNTHETIC, OPT_INPUTS, OPT_HELP };
+    enum {
+        OPT_CONFIG = 1,
+        OPT_CSV,
+        OPT_LABEL,
+        OPT_POSITIVE,
+        OPT_HOLDOUT,
+        OPT_SEED,
+        OPT_PASSES,
+        OPT_FOLDS,
+        OPT_SYNTHETIC,
+        OPT_INPUTS,
+        OPT_HELP
+    };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
         {"csv", required_argument, NULL, OPT_CSV},
@@ -438,10 +449,18 @@ int main(int argc, char **argv)
     char *end;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_CONFIG: o.config = optarg; break;
-        case OPT_CSV: o.csv = optarg; break;
-        case OPT_LABEL: o.label = optarg; break;
-        case OPT_POSITIVE: o.positive = optarg; break;
+        case OPT_CONFIG:
+            o.config = optarg;
+            break;
+        case OPT_CSV:
+            o.csv = optarg;
+            break;
+        case OPT_LABEL:
+            o.label = optarg;
+            break;
+        case OPT_POSITIVE:
+            o.positive = optarg;
+            break;
         case OPT_HOLDOUT:
             o.holdout_fraction = strtod(optarg, &end);
             if (end == optarg || *end || !(o.holdout_fraction >= 0 && o.holdout_fraction < 1))
@@ -470,8 +489,12 @@ int main(int argc, char **argv)
             o.inputs = (unsigned)v;
             break;
         case OPT_HELP:
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) return die_usage("unexpected argument");
@@ -479,7 +502,8 @@ int main(int argc, char **argv)
     if (o.synthetic) {
         if (!o.inputs) return die_usage("--synthetic N needs --inputs D");
         if (o.csv || o.folds || o.holdout_fraction > 0)
-            return die_usage("--synthetic does not combine with --csv, --folds or --holdout-fraction");
+            return die_usage(
+                "--synthetic does not combine with --csv, --folds or --holdout-fraction");
     } else {
         if (!o.csv || !o.label) return die_usage("--csv FILE and --label COLUMN are required");
         if (o.inputs) return die_usage("--inputs goes with --synthetic");
@@ -554,8 +578,7 @@ int main(int argc, char **argv)
             test = 1;
         }
         struct run r;
-        if (train_and_score(cfg, &d, test >= 0 ? group : NULL, test, o.passes, &r) < 0)
-            goto out;
+        if (train_and_score(cfg, &d, test >= 0 ? group : NULL, test, o.passes, &r) < 0) goto out;
         print_json(run_json(&r, test >= 0));
     }
     rc = 0;

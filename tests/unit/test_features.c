@@ -52,8 +52,8 @@ void test_features_layout(void)
 {
     struct features *f = make();
     CHECK_INT_EQ(features_ncolumns(f), 5);
-    CHECK_INT_EQ(features_ndense(f), 3);   /* PageValues, Weekend, Rate */
-    CHECK_INT_EQ(features_ncat(f), 2);     /* Month, Browser */
+    CHECK_INT_EQ(features_ndense(f), 3); /* PageValues, Weekend, Rate */
+    CHECK_INT_EQ(features_ncat(f), 2);   /* Month, Browser */
     CHECK_INT_EQ(features_nsparse(f), 1016);
     CHECK_INT_EQ(features_column(f, 0)->slot, 0);
     CHECK_INT_EQ(features_column(f, 2)->slot, 1);
@@ -99,8 +99,9 @@ void test_features_json_values(void)
     e->seq = 77;
     uint32_t unknown = 5;
     char err[256];
-    CHECK_INT_EQ(parse(f, "{\"PageValues\": 12.5, \"Month\": \"Nov\", \"Weekend\": true, "
-                          "\"Rate\": -3, \"Unknown\": 1, \"Other\": \"x\"}",
+    CHECK_INT_EQ(parse(f,
+                       "{\"PageValues\": 12.5, \"Month\": \"Nov\", \"Weekend\": true, "
+                       "\"Rate\": -3, \"Unknown\": 1, \"Other\": \"x\"}",
                        e, &unknown, err, sizeof err, NULL),
                  0);
     CHECK_NEAR(e->dense[0], log1p(12.5), 1e-6);
@@ -109,13 +110,12 @@ void test_features_json_values(void)
     uint32_t month = example_cat(f, e)[0];
     CHECK_INT_EQ(month, XXH3_64bits_withSeed("Nov", 3, FEATURES_HASH_SEED) % 16);
     CHECK_INT_EQ(example_cat(f, e)[1], MODEL_NO_INDEX); /* Browser missing */
-    CHECK_INT_EQ(unknown, 7);                            /* counted on top of 5 */
-    CHECK_NEAR(e->label, 1.0, 0);                        /* left alone */
+    CHECK_INT_EQ(unknown, 7);                           /* counted on top of 5 */
+    CHECK_NEAR(e->label, 1.0, 0);                       /* left alone */
     CHECK_INT_EQ(e->seq, 77);
 
     /* Missing features are NaN / no index: re-parsing clears the previous values. */
-    CHECK_INT_EQ(parse(f, "{\"Browser\": 2, \"PageValues\": null}", e, NULL, err, sizeof err,
-                       NULL),
+    CHECK_INT_EQ(parse(f, "{\"Browser\": 2, \"PageValues\": null}", e, NULL, err, sizeof err, NULL),
                  0);
     CHECK(isnan(e->dense[0]) && isnan(e->dense[1]) && isnan(e->dense[2]));
     CHECK_INT_EQ(example_cat(f, e)[0], MODEL_NO_INDEX);
@@ -345,7 +345,8 @@ void test_reservoir_recent_and_state(void)
         reservoir_add(b, &i);
     }
     for (int k = 0; k < 50; k++)
-        CHECK_INT_EQ(*(const uint64_t *)reservoir_sample(a), *(const uint64_t *)reservoir_sample(b));
+        CHECK_INT_EQ(*(const uint64_t *)reservoir_sample(a),
+                     *(const uint64_t *)reservoir_sample(b));
     /* Another capacity keeps what fits. */
     struct reservoir *c = reservoir_new(sizeof(uint64_t), 8, RESERVOIR_SAMPLE, 3);
     CHECK_INT_EQ(reservoir_load(c, buf, sz), 0);

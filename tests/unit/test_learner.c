@@ -13,17 +13,16 @@
 #include "snapshot.h"
 #include "unit.h"
 
-static const char *base_yaml =
-    "features:\n"
-    "  - {name: x0, type: numeric}\n"
-    "  - {name: x1, type: numeric, transform: log1p}\n"
-    "  - {name: c, type: categorical, buckets: 8}\n"
-    "  - {name: b, type: boolean}\n"
-    "model: {hidden: [8, 4], seed: 3}\n"
-    "optimizer: {learning_rate: 0.01}\n"
-    "training: {batch_size: 16, replay_ratio: 0, max_batch_wait: 0}\n"
-    "snapshot: {holdout_fraction: 0, min_holdout: 50}\n"
-    "evaluation: {window: 1000}\n";
+static const char *base_yaml = "features:\n"
+                               "  - {name: x0, type: numeric}\n"
+                               "  - {name: x1, type: numeric, transform: log1p}\n"
+                               "  - {name: c, type: categorical, buckets: 8}\n"
+                               "  - {name: b, type: boolean}\n"
+                               "model: {hidden: [8, 4], seed: 3}\n"
+                               "optimizer: {learning_rate: 0.01}\n"
+                               "training: {batch_size: 16, replay_ratio: 0, max_batch_wait: 0}\n"
+                               "snapshot: {holdout_fraction: 0, min_holdout: 50}\n"
+                               "evaluation: {window: 1000}\n";
 
 /* A configuration from base_yaml plus overrides (more YAML, later keys win by section). */
 static struct config *cfg_of(const char *extra)
@@ -115,7 +114,8 @@ void test_learner_progressive_scores_before_step(void)
     double second_mean = (w.mean_prediction * 32 - w1.mean_prediction * 16) / 16;
     double second_ll = (w.logloss * 32 - w1.logloss * 16) / 16;
     printf("second batch: progressive mean %.7f vs pre-step predict %.7f; log loss %.7f vs "
-           "%.7f\n", second_mean, before_sum / 16, second_ll, before_ll / 16);
+           "%.7f\n",
+           second_mean, before_sum / 16, second_ll, before_ll / 16);
     CHECK_NEAR(second_mean, before_sum / 16, 1e-5);
     CHECK_NEAR(second_ll, before_ll / 16, 1e-4);
     /* And the step did change the predictions (so the check above could fail). */
@@ -211,8 +211,7 @@ void test_learner_example_weights(void)
         ma += snapshot_score(sa, ex(f, data, i));
         mc += snapshot_score(sc, ex(f, data, i));
     }
-    printf("mean prediction, positives weighted 2: %.4f, unweighted: %.4f\n", ma / 320,
-           mc / 320);
+    printf("mean prediction, positives weighted 2: %.4f, unweighted: %.4f\n", ma / 320, mc / 320);
     CHECK(ma > mc);
     /* Bad labels and weights are refused. */
     memcpy(tmp, ex(f, data, 0), stride);
@@ -396,31 +395,36 @@ void test_learner_schema_mismatch(void)
              "features:\n  - {name: x0, type: numeric}\n"
              "  - {name: x1, type: numeric, transform: log1p}\n"
              "  - {name: c, type: categorical, buckets: 16}\n  - {name: b, type: boolean}\n"
-             "model: {hidden: [8, 4]}\n%s", tail);
+             "model: {hidden: [8, 4]}\n%s",
+             tail);
     expect_mismatch(buf, len, yaml, "feature \"c\" has 8 buckets, not 16");
     snprintf(yaml, sizeof yaml,
              "features:\n  - {name: x0, type: numeric}\n"
              "  - {name: x1, type: numeric, transform: log1p}\n"
              "  - {name: c, type: categorical, buckets: 8}\n  - {name: b, type: boolean}\n"
-             "model: {hidden: [8, 5]}\n%s", tail);
+             "model: {hidden: [8, 5]}\n%s",
+             tail);
     expect_mismatch(buf, len, yaml, "hidden layer 2 has width 4, not 5");
     snprintf(yaml, sizeof yaml,
              "features:\n  - {name: x0, type: numeric}\n"
              "  - {name: x1, type: numeric}\n"
              "  - {name: c, type: categorical, buckets: 8}\n  - {name: b, type: boolean}\n"
-             "model: {hidden: [8, 4]}\n%s", tail);
+             "model: {hidden: [8, 4]}\n%s",
+             tail);
     expect_mismatch(buf, len, yaml, "feature \"x1\" has transform log1p, not none");
     snprintf(yaml, sizeof yaml,
              "features:\n  - {name: x0, type: numeric}\n"
              "  - {name: x1, type: numeric, transform: log1p}\n"
              "  - {name: month, type: categorical, buckets: 8}\n  - {name: b, type: boolean}\n"
-             "model: {hidden: [8, 4]}\n%s", tail);
+             "model: {hidden: [8, 4]}\n%s",
+             tail);
     expect_mismatch(buf, len, yaml, "feature 3 is \"c\", not \"month\"");
     snprintf(yaml, sizeof yaml,
              "features:\n  - {name: x0, type: numeric}\n"
              "  - {name: x1, type: numeric, transform: log1p}\n"
              "  - {name: c, type: categorical, buckets: 8}\n"
-             "model: {hidden: [8, 4]}\n%s", tail);
+             "model: {hidden: [8, 4]}\n%s",
+             tail);
     expect_mismatch(buf, len, yaml, "feature \"b\" is extra");
     free(buf);
     learner_free(a);

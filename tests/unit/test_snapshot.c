@@ -19,16 +19,15 @@
 #include "unit.h"
 #include <xxhash.h>
 
-static const char *yaml =
-    "features:\n"
-    "  - {name: x0, type: numeric}\n"
-    "  - {name: c, type: categorical, buckets: 32}\n"
-    "  - {name: b, type: boolean}\n"
-    "  - {name: x1, type: numeric, transform: log1p}\n"
-    "model: {hidden: [16, 8], seed: 5, ema_decay: 0.9}\n"
-    "optimizer: {learning_rate: 0.01}\n"
-    "training: {batch_size: 8, max_batch_wait: 0}\n"
-    "snapshot: {holdout_fraction: 0.1, min_holdout: 10}\n";
+static const char *yaml = "features:\n"
+                          "  - {name: x0, type: numeric}\n"
+                          "  - {name: c, type: categorical, buckets: 32}\n"
+                          "  - {name: b, type: boolean}\n"
+                          "  - {name: x1, type: numeric, transform: log1p}\n"
+                          "model: {hidden: [16, 8], seed: 5, ema_decay: 0.9}\n"
+                          "optimizer: {learning_rate: 0.01}\n"
+                          "training: {batch_size: 8, max_batch_wait: 0}\n"
+                          "snapshot: {holdout_fraction: 0.1, min_holdout: 10}\n";
 
 static struct learner *trained_learner(unsigned char **data_out, size_t n)
 {
@@ -191,8 +190,8 @@ void test_snapshot_fingerprint_covers_weights_and_normaliser(void)
     struct learner *l = trained_learner(&data, 300);
     struct snapshot *s = learner_snapshot(l, 1, 0);
     struct snapshot_meta meta = {.version = 99, .created_at_ms = 5};
-    struct snapshot *same = snapshot_new(s->features, &s->shape, s->params, s->mean,
-                                         s->inv_std, &meta);
+    struct snapshot *same =
+        snapshot_new(s->features, &s->shape, s->params, s->mean, s->inv_std, &meta);
     CHECK_STR_EQ(same->fingerprint, s->fingerprint); /* metadata is not fingerprinted */
     float *p = malloc(s->nparams * sizeof(float));
     memcpy(p, s->params, s->nparams * sizeof(float));
@@ -215,7 +214,7 @@ void test_snapshot_fingerprint_covers_weights_and_normaliser(void)
 
 /* ---- the publication slot under concurrency ---- */
 
-#define READERS 6
+#define READERS   6
 #define PUBLISHES 4000
 
 struct race {
@@ -261,7 +260,8 @@ static void *reader(void *arg)
 void test_snapshot_slot_concurrent(void)
 {
     static const struct config_feature cols[] = {
-        {.name = "a", .type = FEATURE_NUMERIC}, {.name = "b", .type = FEATURE_NUMERIC},
+        {.name = "a", .type = FEATURE_NUMERIC},
+        {.name = "b", .type = FEATURE_NUMERIC},
         {.name = "c", .type = FEATURE_CATEGORICAL, .buckets = 4}};
     char err[256];
     struct features *f = features_new(cols, 3, err, sizeof err);
@@ -270,8 +270,12 @@ void test_snapshot_slot_concurrent(void)
     memset(&r, 0, sizeof r);
     snapshot_slot_init(&r.slot);
     r.f = f;
-    r.shape = (struct model_shape){.ndense = 2, .nsparse = 4, .ncat = 1, .nlayers = 2,
-                                   .width = {6, 16, 1}, .activation = ACTIVATION_SIGMOID};
+    r.shape = (struct model_shape){.ndense = 2,
+                                   .nsparse = 4,
+                                   .ncat = 1,
+                                   .nlayers = 2,
+                                   .width = {6, 16, 1},
+                                   .activation = ACTIVATION_SIGMOID};
     size_t np = model_nparams(&r.shape);
     CHECK(features_example_size(f) <= sizeof r.example);
     features_example_init(f, (struct example *)(void *)r.example);
@@ -286,8 +290,7 @@ void test_snapshot_slot_concurrent(void)
      * (on a loaded machine they may start late), within a minute. */
     time_t deadline = time(NULL) + 60;
     uint64_t v;
-    for (v = 1; v <= PUBLISHES || (atomic_load(&r.reads) < 20000 && time(NULL) < deadline);
-         v++) {
+    for (v = 1; v <= PUBLISHES || (atomic_load(&r.reads) < 20000 && time(NULL) < deadline); v++) {
         for (size_t i = 0; i < np; i++) params[i] = (float)v;
         mean[0] = mean[1] = (float)v;
         struct snapshot_meta meta = {.version = v};
@@ -321,8 +324,12 @@ void test_snapshot_slot_long_reader(void)
 {
     static const struct config_feature cols[] = {{.name = "a", .type = FEATURE_NUMERIC}};
     struct features *f = features_new(cols, 1, NULL, 0);
-    struct model_shape shape = {.ndense = 1, .nsparse = 0, .ncat = 0, .nlayers = 1,
-                                .width = {1, 1}, .activation = ACTIVATION_RELU};
+    struct model_shape shape = {.ndense = 1,
+                                .nsparse = 0,
+                                .ncat = 0,
+                                .nlayers = 1,
+                                .width = {1, 1},
+                                .activation = ACTIVATION_RELU};
     struct snapshot_slot slot;
     snapshot_slot_init(&slot);
     long live0 = snapshot_live();
@@ -357,8 +364,8 @@ void test_snapshot_score_allocates_nothing(void)
     const struct features *f = learner_features(l);
     size_t stride = features_example_size(f);
     struct snapshot *s = learner_snapshot(l, 1, 0);
-    json_t *o = json_loads("{\"x0\": 0.5, \"c\": 3, \"b\": \"TRUE\", \"x1\": 7, \"zz\": 1}", 0,
-                           NULL);
+    json_t *o =
+        json_loads("{\"x0\": 0.5, \"c\": 3, \"b\": \"TRUE\", \"x1\": 7, \"zz\": 1}", 0, NULL);
     CHECK(o != NULL);
     unsigned char rec[256];
     CHECK(stride <= sizeof rec);
