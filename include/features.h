@@ -150,8 +150,8 @@ int features_csv_map(const struct features *f, char *const *header, size_t nfiel
                      char *err, size_t errlen);
 
 /* Fills the features of e from one CSV row (fields as features_csv_split gives them;
- * nfields must not exceed the header's width, i.e. colmap's length).  Numeric cells are parsed with strtod (so
- * 7.50E-05 reads), booleans as in features_from_json, categoricals hash their text.
+ * nfields must not exceed the header's width, i.e. colmap's length).  Numeric cells are parsed with
+ * strtod (so 7.50E-05 reads), booleans as in features_from_json, categoricals hash their text.
  * Returns 0, or -EDOM with err naming the feature (and *bad_field its name) for a cell
  * that does not parse, is NaN or infinite. */
 int features_from_csv_row(const struct features *f, const int *colmap, char *const *fields,
