@@ -20,6 +20,10 @@ SANDEFS := -DINTENTD_NO_CLONES
 ifneq ($(findstring undefined,$(SAN)),)
 SANFLAGS += -fno-sanitize-recover=undefined
 endif
+ifneq ($(findstring thread,$(SAN)),)
+# librdkafka's C11 threads through pthreads, so TSan sees them (src/tsan_threads.c)
+SANLDFLAGS := -Wl,-u,intentd_tsan_threads
+endif
 endif
 
 CC      ?= cc
@@ -30,7 +34,7 @@ WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow
 CFLAGS  ?= -g -O2
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -iquote include $(PKG_CFLAGS) $(SANFLAGS) \
            -DINTENTD_VERSION='"$(VERSION)"' $(SANDEFS) -MMD -MP
-LDFLAGS += $(SANFLAGS)
+LDFLAGS += $(SANFLAGS) $(SANLDFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
 # Every src/*.c but main.c is a library module shared by the daemon, the tools and the tests.

@@ -127,6 +127,10 @@ typedef void (*checkpoint_warn_fn)(void *ctx, const char *path, const char *why)
 int checkpoint_store_load_latest(struct checkpoint_store *st, struct checkpoint **out, char *err,
                                  size_t errlen, checkpoint_warn_fn warn, void *ctx);
 
+/* Changes how many checkpoints the next writes keep (checkpoint.keep on SIGHUP); values below
+ * 1 count as 1.  Not thread-safe: call it from the thread that writes. */
+void checkpoint_store_set_keep(struct checkpoint_store *st, unsigned keep);
+
 /* The largest sequence number in the folder (existing or written by this store), 0 if none. */
 uint64_t checkpoint_store_last_seq(const struct checkpoint_store *st);
 /* The folder this store writes into (as given to checkpoint_store_open). */

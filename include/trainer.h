@@ -50,8 +50,10 @@ int trainer_start(struct trainer *t);
 int trainer_join(struct trainer *t);
 
 /* Run-time settings (SIGHUP), applied by the trainer thread at its next loop.  cfg is
- * copied from: learning rate, replay ratio, evaluation threshold, snapshot interval,
- * max_regression, min_holdout, min_examples, max_batch_wait. */
+ * copied from (here, in the caller's thread; cfg is not kept): optimizer.learning_rate,
+ * training.replay_ratio, training.positive_weight, training.max_batch_wait,
+ * evaluation.threshold, snapshot.interval, snapshot.max_regression, snapshot.min_holdout,
+ * snapshot.min_examples (not live: main passes the running value) and checkpoint.keep. */
 void trainer_reload(struct trainer *t, const struct config *cfg);
 
 /* Test seam: a stalled trainer takes nothing from the queue and stops its heartbeat. */

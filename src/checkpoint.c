@@ -729,6 +729,11 @@ const char *checkpoint_store_dir(const struct checkpoint_store *st)
     return st ? st->dir : NULL;
 }
 
+void checkpoint_store_set_keep(struct checkpoint_store *st, unsigned keep)
+{
+    if (st) st->keep = keep ? keep : 1;
+}
+
 /* Removes all but the newest keep checkpoints and any .tmp.  Failures here are not the
  * write's: the new checkpoint is durable, and a leftover old file is only disk space. */
 static void prune(struct checkpoint_store *st)

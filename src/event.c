@@ -204,12 +204,14 @@ int event_parse(const struct config *cfg, const struct features *f, enum stats_t
                     (long long)ev->ts);
     /* wall_now + max_future without overflow: both are far below 2^62 in practice, but the
      * payload is not to be trusted, the clock is. */
-    uint64_t limit = (uint64_t)(wall_now_ms > 0 ? wall_now_ms : 0) + cfg->labels.max_future_ms;
+    /* labels.max_future changes on SIGHUP while ingest parses: main stores it atomically */
+    uint64_t max_future = __atomic_load_n(&cfg->labels.max_future_ms, __ATOMIC_RELAXED);
+    uint64_t limit = (uint64_t)(wall_now_ms > 0 ? wall_now_ms : 0) + max_future;
     if ((uint64_t)ev->ts > limit)
         return fail(why, whylen, REJECT_TS_OUT_OF_RANGE,
                     "\"ts\" %lld is %llu ms ahead of the clock, over labels.max_future",
                     (long long)ev->ts,
-                    (unsigned long long)((uint64_t)ev->ts - (limit - cfg->labels.max_future_ms)));
+                    (unsigned long long)((uint64_t)ev->ts - (limit - max_future)));
 
     if (topic == TOPIC_CLICKS) return parse_click(f, ev, example, unknown, why, whylen);
     return parse_transaction(ev, why, whylen);

@@ -22,7 +22,9 @@ struct trainer_settings {
     double replay_ratio;
     double threshold;
     double max_regression;
+    double positive_weight;
     uint32_t min_holdout;
+    unsigned checkpoint_keep;
     uint64_t snapshot_interval_ms;
     uint64_t min_examples;
     uint64_t max_batch_wait_ms;
@@ -59,6 +61,8 @@ static void settings_from(struct trainer_settings *s, const struct config *cfg)
     s->replay_ratio = cfg->training.replay_ratio;
     s->threshold = cfg->evaluation.threshold;
     s->max_regression = cfg->snapshot.max_regression;
+    s->positive_weight = cfg->training.positive_weight;
+    s->checkpoint_keep = cfg->checkpoint.keep;
     s->min_holdout = cfg->snapshot.min_holdout;
     s->snapshot_interval_ms = cfg->snapshot.interval_ms;
     s->min_examples = cfg->snapshot.min_examples;
@@ -220,6 +224,8 @@ static void apply_settings(struct trainer *t)
     learner_set_replay_ratio(t->p.learner, n.replay_ratio);
     learner_set_threshold(t->p.learner, n.threshold);
     learner_set_gate(t->p.learner, n.max_regression, n.min_holdout);
+    learner_set_positive_weight(t->p.learner, n.positive_weight);
+    checkpoint_store_set_keep(t->p.store, n.checkpoint_keep); /* this thread writes */
     t->s = n;
 }
 
