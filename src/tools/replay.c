@@ -39,7 +39,8 @@
 
 #define WHO                "replay"
 #define REPLAY_MAX_LEAD_MS 60000u /* event times never this far ahead of the wall clock */
-#define REPLAY_PROGRESS_MS 2000u  /* progress line period */
+#define REPLAY_MAX_XPROPS  64
+#define REPLAY_PROGRESS_MS 2000u /* progress line period */
 
 static volatile sig_atomic_t replay_stop; /* set by SIGINT/SIGTERM: stop producing, flush */
 
@@ -75,6 +76,8 @@ static const char replay_usage[] =
     "  --step DURATION        event time between consecutive rows (default 5s)\n"
     "  --txn-delay DURATION   event time from a click to its transaction (default 5s, <= 1m)\n"
     "  --timeout DURATION     give up on an undelivered event after this (default 30s)\n"
+    "  -X, --property K=V     a librdkafka producer property (repeatable), applied after\n"
+    "                         kafka.properties and replay's own settings\n"
     "  -h, --help             show this help\n"
     "\n"
     "Session ids are \"s-RUN-LOOP-ROW\" (RUN from the start time and the pid), so they are\n"
@@ -569,10 +572,15 @@ static void replay_on_error(rd_kafka_t *rk, int err, const char *reason, void *o
     if (log_ratelimit_ok(&r->rl, &suppressed)) LOG(LOG_WARN, WHO, "kafka: %s", reason);
 }
 
+/* librdkafka's own log: warnings and errors repeat what error_cb reports (rate-limited), so
+ * only configuration warnings and the lines a `debug` property asks for are passed on. */
 static void replay_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    (void)rk, (void)level, (void)fac, (void)buf;
-    /* error_cb already reports what matters, rate-limited; the raw log repeats it. */
+    (void)rk;
+    if (strcmp(fac, "CONFWARN") == 0)
+        LOG(LOG_WARN, WHO, "kafka: %s", buf);
+    else if (level >= 7)
+        LOG(LOG_INFO, WHO, "kafka %s: %s", fac, buf);
 }
 
 static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t errlen)
@@ -583,10 +591,12 @@ static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v, char *e
     return -EINVAL;
 }
 
-/* Creates the producer: kafka.properties first, then what replay needs.  Returns 0 or
- * -EINVAL with err filled. */
+/* Creates the producer: kafka.properties of the configuration, then what replay needs, then
+ * the -X properties (last, so that they can override anything).  Returns 0 or -EINVAL with
+ * err filled. */
 static int replay_open(struct replay *r, const struct config *cfg, const char *brokers,
-                       uint64_t timeout_ms, char *err, size_t errlen)
+                       uint64_t timeout_ms, char *const *xprops, size_t nxprops, char *err,
+                       size_t errlen)
 {
     char errstr[512], tmo[32];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -603,6 +613,12 @@ static int replay_open(struct replay *r, const struct config *cfg, const char *b
     if (rc == 0) rc = set_prop(conf, "linger.ms", "5", err, errlen);
     if (rc == 0) rc = set_prop(conf, "message.timeout.ms", tmo, err, errlen);
     if (rc == 0) rc = set_prop(conf, "client.id", "intentd-replay", err, errlen);
+    for (size_t i = 0; i < nxprops && rc == 0; i++) {
+        char *eq = strchr(xprops[i], '=');
+        *eq = '\0'; /* checked by the option parser */
+        rc = set_prop(conf, xprops[i], eq + 1, err, errlen);
+        *eq = '=';
+    }
     if (rc) {
         rd_kafka_conf_destroy(conf);
         return rc;
@@ -619,6 +635,25 @@ static int replay_open(struct replay *r, const struct config *cfg, const char *b
     }
     /* conf is now owned by r->rk */
     return 0;
+}
+
+/* Asks for the metadata of the first ntopics topics before the first event.  Without it
+ * librdkafka 2.0.2 sometimes sends the first topic metadata request only a second after
+ * the first produce (seen on the dev broker: 1.0 s instead of a few ms for 100 events).  A
+ * broker that does not answer within wait_ms is only a warning: the events then wait for
+ * it up to --timeout like any other. */
+static void replay_warm_up(struct replay *r, int ntopics, uint64_t wait_ms)
+{
+    for (int k = 0; k < ntopics; k++) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, r->topic[k], NULL);
+        const rd_kafka_metadata_t *md = NULL;
+        rd_kafka_resp_err_t e =
+            rkt ? rd_kafka_metadata(r->rk, 0, rkt, &md, (int)wait_ms) : rd_kafka_last_error();
+        if (!e && md->topic_cnt == 1 && md->topics[0].err) e = md->topics[0].err;
+        if (e) LOG(LOG_WARN, WHO, "metadata of %s: %s", r->topic[k], rd_kafka_err2str(e));
+        if (md) rd_kafka_metadata_destroy(md);
+        if (rkt) rd_kafka_topic_destroy(rkt);
+    }
 }
 
 /* Sends one event, waiting while the local queue is full.  Returns 0, or -1 when stopped
@@ -755,6 +790,7 @@ int main(int argc, char **argv)
         {"step", required_argument, NULL, OPT_STEP},
         {"txn-delay", required_argument, NULL, OPT_TXN_DELAY},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"property", required_argument, NULL, 'X'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -766,7 +802,9 @@ int main(int argc, char **argv)
     char err[8192];
     int c;
 
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    char *xprops[REPLAY_MAX_XPROPS];
+    size_t nxprops = 0;
+    while ((c = getopt_long(argc, argv, "hX:", opts, NULL)) != -1) {
         switch (c) {
         case OPT_BROKERS:
             brokers_opt = optarg;
@@ -820,6 +858,12 @@ int main(int argc, char **argv)
                 timeout_ms > INT32_MAX)
                 return bad_usage("--timeout wants a duration like 30s", optarg);
             break;
+        case 'X':
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                return bad_usage("-X wants a librdkafka property as KEY=VALUE", optarg);
+            if (nxprops == REPLAY_MAX_XPROPS) return bad_usage("too many -X properties", NULL);
+            xprops[nxprops++] = optarg;
+            break;
         case 'h':
             fputs(replay_usage, stdout);
             return 0;
@@ -868,11 +912,12 @@ int main(int argc, char **argv)
 
     struct replay r = {.topic = {cfg->kafka.clicks_topic, cfg->kafka.transactions_topic},
                        .rl = {.period_ms = 5000, .burst = 5}};
-    rc = replay_open(&r, cfg, brokers, timeout_ms, err, sizeof err);
+    rc = replay_open(&r, cfg, brokers, timeout_ms, xprops, nxprops, err, sizeof err);
     if (rc) {
         LOG(LOG_ERROR, WHO, "%s", err);
         goto out_input;
     }
+    replay_warm_up(&r, csv_path && direct ? 1 : 2, timeout_ms < 5000 ? timeout_ms : 5000);
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

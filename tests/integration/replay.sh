@@ -51,6 +51,9 @@ note "usage errors exit 2"
 "$R" --csv "$CSV" > /dev/null 2>&1; [ $? -eq 2 ] || fail "--csv without --label should exit 2"
 "$R" --csv "$CSV" --label Revenue --rate -1 > /dev/null 2>&1; [ $? -eq 2 ] || fail "--rate -1"
 "$R" --help | grep -q -- '--jsonl' || fail "--help does not describe --jsonl"
+"$R" --csv "$CSV" --label Revenue -X linger.ms > /dev/null 2>&1; [ $? -eq 2 ] || fail "-X without ="
+"$R" --brokers 127.0.0.1:1 --csv "$CSV" --label Revenue -X no.such.property=1 > "$T/x.log" 2>&1
+[ $? -eq 1 ] && grep -q 'no.such.property' "$T/x.log" || fail "an unknown -X property: $(cat "$T/x.log")"
 "$R" --brokers 127.0.0.1:1 --csv "$CSV" --label Nope > "$T/nolabel.log" 2>&1
 [ $? -eq 1 ] || fail "an unknown --label column should exit 1"
 grep -q 'no column "Nope"' "$T/nolabel.log" || fail "no message about the label column"
@@ -186,7 +189,7 @@ wait "$RP"; rc=$?
 P300=$(awk -F, 'NR > 1 && NR <= 301 { sub(/\r$/, ""); if ($NF == "TRUE") p++ } END { print p + 0 }' "$CSV")
 [ "$(summary "$T/down.log")" = "$((300 + P300)) 300 $P300 0" ] || fail "summary '$(summary "$T/down.log")'"
 [ "$(count "$BS" intentd.clicks)" -eq 300 ] || fail "clicks after down/up (duplicates or losses)"
-"$R" --brokers "$BS" --csv "$CSV" --label Revenue --limit 100 > "$T/r8.log" 2>&1 ||
+"$R" --brokers "$BS" --csv "$CSV" --label Revenue --limit 100 -X linger.ms=0 > "$T/r8.log" 2>&1 ||
     fail "replay after the cycle exited $?"
 
 note "a dead broker address: non-zero exit within a bounded time"
