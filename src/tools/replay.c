@@ -644,16 +644,26 @@ static int replay_open(struct replay *r, const struct config *cfg, const char *b
  * it up to --timeout like any other. */
 static void replay_warm_up(struct replay *r, int ntopics, uint64_t wait_ms)
 {
+    int parts[2] = {-1, -1};
     for (int k = 0; k < ntopics; k++) {
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, r->topic[k], NULL);
         const rd_kafka_metadata_t *md = NULL;
         rd_kafka_resp_err_t e =
             rkt ? rd_kafka_metadata(r->rk, 0, rkt, &md, (int)wait_ms) : rd_kafka_last_error();
         if (!e && md->topic_cnt == 1 && md->topics[0].err) e = md->topics[0].err;
-        if (e) LOG(LOG_WARN, WHO, "metadata of %s: %s", r->topic[k], rd_kafka_err2str(e));
+        if (!e && md->topic_cnt == 1) parts[k] = md->topics[0].partition_cnt;
         if (md) rd_kafka_metadata_destroy(md);
         if (rkt) rd_kafka_topic_destroy(rkt);
+        if (e) {
+            LOG(LOG_WARN, WHO, "metadata of %s: %s", r->topic[k], rd_kafka_err2str(e));
+            break; /* one unanswered wait is enough */
+        }
     }
+    if (parts[0] > 0 && parts[1] > 0 && parts[0] != parts[1])
+        LOG(LOG_WARN, WHO,
+            "%s has %d partitions but %s has %d: a session's click and transaction land in "
+            "partitions of different numbers (DESIGN.md §5 wants equal counts)",
+            r->topic[0], parts[0], r->topic[1], parts[1]);
 }
 
 /* Sends one event, waiting while the local queue is full.  Returns 0, or -1 when stopped

@@ -119,6 +119,12 @@ kcat -b "$BS" -C -t intentd.clicks -e -q | sed 's/.*"features"://' > "$T/small.o
 printf '%s\n' '{"n":1.5,"c":"a,b","b":true},"label":1}' '{"c":"7","b":false},"label":0}' \
     '{"n":2e3,"b":false},"label":1}' > "$T/small.want"
 cmp "$T/small.out" "$T/small.want" || fail "typed events: $(cat "$T/small.out")"
+# The mock auto-creates an unknown topic with 4 partitions, whatever --partitions says.
+printf 'kafka:\n  clicks_topic: other.clicks\n' | cat - "$T/small.yaml" > "$T/other.yaml"
+"$R" --brokers "$BS" --config "$T/other.yaml" --csv "$T/small.csv" --label y --positive yes \
+    > "$T/r2b.log" 2>&1 || fail "replay to an auto-created topic exited $?"
+grep -q 'other.clicks has 4 partitions but intentd.transactions has 1' "$T/r2b.log" ||
+    fail "no warning about unequal partition counts: $(cat "$T/r2b.log")"
 printf 'n,c,b,y\nabc,x,true,yes\n' > "$T/bad.csv"
 "$R" --brokers "$BS" --config "$T/small.yaml" --csv "$T/bad.csv" --label y > "$T/r3.log" 2>&1
 [ $? -eq 1 ] || fail "a non-numeric cell should exit 1"
