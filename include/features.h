@@ -186,6 +186,18 @@ void features_norm_update(struct features_norm *n, const float *x, size_t B);
 void features_norm_update_examples(struct features_norm *n, const void *records, size_t stride,
                                    size_t B);
 
+/* The training batch path: standardises B example records (stride bytes apart) into out
+ * (B, ndense), value for value as features_standardise does, and, when moments is not
+ * NULL, fills moments (3·ndense floats) with each column's count, Σ d and Σ d² of
+ * d = x - mean over the values present, for features_norm_merge.  One pass. */
+void features_standardise_examples(uint32_t ndense, const float *mean, const float *inv_std,
+                                   const void *records, size_t stride, size_t B, float *out,
+                                   float *moments);
+
+/* Merges a batch's moments, taken about mean (the float mean the batch was standardised
+ * with), into n. */
+void features_norm_merge(struct features_norm *n, const float *mean, const float *moments);
+
 /* Freezes the statistics as float mean (ndense) and inv_std (ndense): 1/std of the
  * population variance, or 1 while a column has fewer than 2 values or no spread. */
 void features_norm_freeze(const struct features_norm *n, float *mean, float *inv_std);

@@ -522,45 +522,104 @@ struct features_norm *features_norm_free(struct features_norm *n)
     return NULL;
 }
 
-/* Sums one batch's rows about a shift k (the running mean, so the sums stay small and
- * single precision is accurate): per column the count, Σ d and Σ d² of d = v - k over
- * the values present.  One pass, no division, vectorised where the CPU allows. */
-FEATURES_CLONES static void batch_moments(uint32_t nd, const char *base, size_t B, size_t stride,
-                                          const float *k, float *cnt, float *s1, float *s2)
+/* The batch kernel: standardises rows (stride bytes apart) into out (B, nd) exactly as
+ * features_standardise does, and, when mom is not NULL, sums per column the count, Σ d and
+ * Σ d² of d = x - mean over the values present (about the frozen mean, so the sums stay
+ * small and single precision is accurate).  Columns go 16 at a time so that the running
+ * sums live in vector registers while the rows stream by: one load and one store per value.
+ * Vectorised where the CPU allows. */
+#define COLS 16
+typedef float vcols_f __attribute__((vector_size(4 * COLS)));
+typedef int32_t vcols_i __attribute__((vector_size(4 * COLS)));
+
+FEATURES_CLONES static void standardise_rows(uint32_t nd, const float *mean, const float *inv_std,
+                                             const char *base, size_t stride, size_t B, float *out,
+                                             float *mom)
 {
-    for (uint32_t j = 0; j < nd; j++) cnt[j] = s1[j] = s2[j] = 0;
-    for (size_t b = 0; b < B; b++) {
-        const float *row = (const float *)(const void *)(base + b * stride);
-        for (uint32_t j = 0; j < nd; j++) {
-            float v = row[j];
-            float ok = v == v ? 1.0f : 0.0f; /* NaN = missing */
-            float d = v == v ? v - k[j] : 0.0f;
-            cnt[j] += ok;
-            s1[j] += d;
-            s2[j] += d * d;
+    uint32_t j0 = 0;
+    /* GCC's vector extensions, lowered to whatever width the clone has: the same IEEE
+     * subtract and multiply as the scalar path, so the results are bit-identical. */
+    for (; j0 + COLS <= nd; j0 += COLS) {
+        vcols_f m, s, c = {0}, a = {0}, q = {0}, one;
+        memcpy(&m, mean + j0, sizeof m);
+        memcpy(&s, inv_std + j0, sizeof s);
+        for (int t = 0; t < COLS; t++) one[t] = 1.0f;
+        for (size_t b = 0; b < B; b++) {
+            vcols_f v;
+            memcpy(&v, (const float *)(const void *)(base + b * stride) + j0, sizeof v);
+            vcols_i ok = v == v; /* all ones where present, 0 where NaN (missing) */
+            vcols_f d = v - m;
+            vcols_f z = (vcols_f)((vcols_i)(d * s) & ok);
+            memcpy(out + b * nd + j0, &z, sizeof z);
+            vcols_f dd = (vcols_f)((vcols_i)d & ok);
+            c += (vcols_f)((vcols_i)one & ok);
+            a += dd;
+            q += dd * dd;
         }
+        if (mom) {
+            memcpy(mom + j0, &c, sizeof c);
+            memcpy(mom + nd + j0, &a, sizeof a);
+            memcpy(mom + 2 * (size_t)nd + j0, &q, sizeof q);
+        }
+    }
+    for (uint32_t j = j0; j < nd; j++) {
+        float m = mean[j], s = inv_std[j], c = 0, a = 0, q = 0;
+        for (size_t b = 0; b < B; b++) {
+            float v = ((const float *)(const void *)(base + b * stride))[j];
+            float d = v - m;
+            float z = d * s;
+            int ok = v == v;
+            out[b * nd + j] = ok ? z : 0.0f;
+            float dd = ok ? d : 0.0f;
+            c += ok ? 1.0f : 0.0f;
+            a += dd;
+            q += dd * dd;
+        }
+        if (mom) mom[j] = c, mom[nd + j] = a, mom[2 * nd + j] = q;
     }
 }
 
-/* Merges B rows (stride bytes apart) into n: the batch's own count, mean and M2, then Chan
- * et al.'s pairwise combination — a few divisions per column per batch, not per value. */
-static void norm_update_rows(struct features_norm *n, const float *x, size_t B, size_t stride)
+void features_standardise_examples(uint32_t ndense, const float *mean, const float *inv_std,
+                                   const void *records, size_t stride, size_t B, float *out,
+                                   float *moments)
+{
+    standardise_rows(ndense, mean, inv_std, (const char *)((const struct example *)records)->dense,
+                     stride, B, out, moments);
+}
+
+void features_norm_merge(struct features_norm *n, const float *mean, const float *moments)
 {
     uint32_t nd = n->ndense;
-    float k[CONFIG_MAX_FEATURES] = {0}, cnt[CONFIG_MAX_FEATURES], s1[CONFIG_MAX_FEATURES],
-          s2[CONFIG_MAX_FEATURES];
-    for (uint32_t j = 0; j < nd; j++) k[j] = (float)n->mean[j];
-    batch_moments(nd, (const char *)x, B, stride, k, cnt, s1, s2);
+    const float *cnt = moments, *s1 = moments + nd, *s2 = moments + 2 * (size_t)nd;
+    /* The batch's own count, mean and M2, then Chan et al.'s pairwise combination — a few
+     * divisions per column per batch, not per value. */
     for (uint32_t j = 0; j < nd; j++) {
         if (cnt[j] == 0) continue;
         double nb = cnt[j], na = n->count[j], tot = na + nb;
-        double mb = (double)k[j] + (double)s1[j] / nb;
+        double mb = (double)mean[j] + (double)s1[j] / nb;
         double m2b = (double)s2[j] - (double)s1[j] * (double)s1[j] / nb;
         if (m2b < 0) m2b = 0;
         double delta = mb - n->mean[j];
         n->mean[j] += delta * (nb / tot);
         n->m2[j] += m2b + delta * delta * (na * nb / tot);
         n->count[j] = tot;
+    }
+}
+
+/* Merges B rows (stride bytes apart) into n. */
+static void norm_update_rows(struct features_norm *n, const float *x, size_t B, size_t stride)
+{
+    uint32_t nd = n->ndense;
+    float k[CONFIG_MAX_FEATURES] = {0}, one[CONFIG_MAX_FEATURES];
+    float mom[3 * CONFIG_MAX_FEATURES];
+    for (uint32_t j = 0; j < nd; j++) k[j] = (float)n->mean[j], one[j] = 1.0f;
+    for (size_t b0 = 0; b0 < B; b0 += 16) {
+        /* The kernel wants somewhere to put the standardised rows: 16 at a time. */
+        float out[16 * CONFIG_MAX_FEATURES];
+        size_t nb = B - b0 < 16 ? B - b0 : 16;
+        standardise_rows(nd, k, one, (const char *)x + b0 * stride, stride, nb, out, mom);
+        features_norm_merge(n, k, mom);
+        for (uint32_t j = 0; j < nd; j++) k[j] = (float)n->mean[j];
     }
 }
 

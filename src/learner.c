@@ -34,6 +34,7 @@ struct learner {
 
     struct features_norm *norm;
     float *mean, *inv_std; /* (ndense) the normaliser frozen for the batch at hand */
+    float *mom;            /* (3 · ndense) the fresh batch's moments about mean */
 
     unsigned char *pending; /* (batch) raw records of the partial minibatch */
     size_t npending;
@@ -127,6 +128,7 @@ struct learner *learner_new(const struct config *cfg, char *err, size_t errlen)
     l->norm = features_norm_new(l->ndense);
     l->mean = malloc(nd * sizeof(float));
     l->inv_std = malloc(nd * sizeof(float));
+    l->mom = malloc(3 * nd * sizeof(float));
     l->pending = malloc(l->batch * l->stride);
     l->replay_batch = malloc(l->batch * l->stride);
     l->x = malloc(l->batch * nd * sizeof(float));
@@ -142,9 +144,9 @@ struct learner *learner_new(const struct config *cfg, char *err, size_t errlen)
     l->hold_p = malloc(hcap * sizeof(float));
     l->hold_y = malloc(hcap * sizeof(float));
     l->metrics = metrics_new(l->window, l->threshold, 0);
-    if (!l->norm || !l->mean || !l->inv_std || !l->pending || !l->replay_batch || !l->x ||
-        !l->cat || !l->label || !l->weight || !l->prob || !l->replay || !l->holdout || !l->hold_p ||
-        !l->hold_y || !l->metrics)
+    if (!l->norm || !l->mean || !l->inv_std || !l->mom || !l->pending || !l->replay_batch ||
+        !l->x || !l->cat || !l->label || !l->weight || !l->prob || !l->replay || !l->holdout ||
+        !l->hold_p || !l->hold_y || !l->metrics)
         goto oom;
     reservoir_rng_seed(&l->route_rng, seed ^ SEED_ROUTE);
     reservoir_rng_seed(&l->replay_rng, seed ^ SEED_REPLAY);
@@ -176,6 +178,7 @@ struct learner *learner_free(struct learner *l)
     features_norm_free(l->norm);
     free(l->mean);
     free(l->inv_std);
+    free(l->mom);
     free(l->pending);
     free(l->replay_batch);
     free(l->x);
@@ -293,12 +296,13 @@ static void ema_after_step(struct learner *l, size_t nt)
 
 /* ---- training ---- */
 
-/* Fills x, cat, label, weight from B records (standardised with l->mean / l->inv_std). */
-static void build_batch(struct learner *l, unsigned char *records, size_t B)
+/* Fills x, cat, label, weight from B records (standardised with l->mean / l->inv_std) and,
+ * when mom is not NULL, the batch's moments for the normaliser. */
+static void build_batch(struct learner *l, unsigned char *records, size_t B, float *mom)
 {
+    features_standardise_examples(l->ndense, l->mean, l->inv_std, records, l->stride, B, l->x, mom);
     for (size_t i = 0; i < B; i++) {
         const struct example *e = rec(records, l->stride, i);
-        features_standardise(l->ndense, l->mean, l->inv_std, e->dense, l->x + i * l->ndense);
         if (l->ncat)
             memcpy(l->cat + i * l->ncat, example_cat_at_c(e, l->ndense),
                    l->ncat * sizeof(uint32_t));
@@ -334,7 +338,7 @@ static int train_replay(struct learner *l)
             memcpy(rec(l->replay_batch, l->stride, i), reservoir_get(l->replay, (size_t)j),
                    l->stride);
         }
-        build_batch(l, l->replay_batch, l->batch);
+        build_batch(l, l->replay_batch, l->batch, NULL);
         if (model_forward(l->m, l->x, l->cat, l->batch, 1, NULL) < 0) continue;
         step(l, l->batch);
         l->c.replay_batches++;
@@ -348,13 +352,13 @@ static int train_pending(struct learner *l)
 {
     size_t B = l->npending;
     features_norm_freeze(l->norm, l->mean, l->inv_std);
-    build_batch(l, l->pending, B);
+    build_batch(l, l->pending, B, l->mom);
     if (model_forward(l->m, l->x, l->cat, B, 1, l->prob) < 0) {
         l->npending = 0;
         return -EINVAL;
     }
     for (size_t i = 0; i < B; i++) metrics_add(l->metrics, l->prob[i], l->label[i]);
-    features_norm_update_examples(l->norm, l->pending, l->stride, B);
+    features_norm_merge(l->norm, l->mean, l->mom); /* after scoring, before the step */
     step(l, B);
     l->c.fresh_batches++;
     l->c.examples_trained += B;

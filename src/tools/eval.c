@@ -330,8 +330,8 @@ static json_t *run_json(const struct run *r, int with_holdout)
     } else {
         json_object_set_new(o, "holdout", json_null());
     }
-    json_object_set_new(o, "examples_per_second",
-                        json_real(r->seconds > 0 ? (double)r->examples / r->seconds : 0));
+    double rate = r->seconds > 0 ? (double)r->examples / r->seconds : 0;
+    json_object_set_new(o, "examples_per_second", json_integer((json_int_t)llround(rate)));
     return o;
 }
 

@@ -394,3 +394,57 @@ void test_reservoir_recent_and_state(void)
         CHECK(u >= 0 && u < 1);
     }
 }
+
+/* The training batch kernel standardises value for value as serving does (bit-equal), and
+ * its moments feed the same statistics as a plain two-pass computation. */
+void test_features_batch_kernel(void)
+{
+    enum { ND = 37, B = 50 }; /* two blocks of 16 and a tail */
+    struct config_feature cols[ND];
+    char names[ND][8];
+    for (int j = 0; j < ND; j++) {
+        snprintf(names[j], sizeof names[j], "n%d", j);
+        cols[j] = (struct config_feature){.name = names[j], .type = FEATURE_NUMERIC};
+    }
+    struct features *f = features_new(cols, ND, NULL, 0);
+    CHECK(f != NULL);
+    size_t stride = features_example_size(f);
+    unsigned char *recs = calloc(B, stride);
+    struct reservoir_rng g;
+    reservoir_rng_seed(&g, 4);
+    for (int b = 0; b < B; b++) {
+        struct example *e = example_at(recs, stride, (size_t)b);
+        features_example_init(f, e);
+        for (int j = 0; j < ND; j++)
+            e->dense[j] = (b + j) % 9 == 0 ? NAN : (float)(reservoir_rng_uniform(&g) * 10 + j);
+    }
+    float mean[ND], inv[ND];
+    for (int j = 0; j < ND; j++) mean[j] = (float)j + 4.5f, inv[j] = 0.3f + 0.01f * (float)j;
+    static float out[B * ND], mom[3 * ND], one[ND];
+    features_standardise_examples(ND, mean, inv, recs, stride, B, out, mom);
+    for (int b = 0; b < B; b++) {
+        features_standardise(ND, mean, inv, example_at(recs, stride, (size_t)b)->dense, one);
+        CHECK(memcmp(one, out + b * ND, sizeof one) == 0);
+    }
+    /* Merged moments give the two-pass mean and population variance. */
+    struct features_norm *n = features_norm_new(ND);
+    features_norm_merge(n, mean, mom);
+    for (int j = 0; j < ND; j++) {
+        double s = 0, c = 0, v = 0;
+        for (int b = 0; b < B; b++) {
+            float x = example_at(recs, stride, (size_t)b)->dense[j];
+            if (x == x) s += x, c++;
+        }
+        double mu = s / c;
+        for (int b = 0; b < B; b++) {
+            float x = example_at(recs, stride, (size_t)b)->dense[j];
+            if (x == x) v += (x - mu) * (x - mu);
+        }
+        CHECK_NEAR(n->count[j], c, 0);
+        CHECK_NEAR(n->mean[j], mu, 1e-5);
+        CHECK_NEAR(n->m2[j] / c, v / c, 1e-4);
+    }
+    features_norm_free(n);
+    free(recs);
+    features_free(f);
+}
