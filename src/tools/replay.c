@@ -666,8 +666,8 @@ static void replay_warm_up(struct replay *r, int ntopics, uint64_t wait_ms)
             r->topic[0], parts[0], r->topic[1], parts[1]);
 }
 
-/* Sends one event, waiting while the local queue is full.  Returns 0, or -1 when stopped
- * or when produce failed for another reason (logged). */
+/* Sends one event, waiting while the local queue is full.  Returns 0, 1 when SIGINT/SIGTERM
+ * came while it waited, or -1 when produce failed (logged). */
 static int replay_send(struct replay *r, int kind, const char *key, const char *value, size_t len)
 {
     for (;;) {
@@ -684,7 +684,8 @@ static int replay_send(struct replay *r, int kind, const char *key, const char *
             return -1;
         }
         rd_kafka_poll(r->rk, 50);
-        if (replay_stop || r->fatal) return -1;
+        if (r->fatal) return -1;
+        if (replay_stop) return 1;
     }
 }
 
@@ -714,6 +715,119 @@ static void pace(struct replay *r, struct pacer *p, double rate, uint64_t events
         uint64_t left = due - now;
         rd_kafka_poll(r->rk, (int)(left < 100 ? left : 100));
     }
+}
+
+/* What to send and how; fixed for the run. */
+struct plan {
+    const struct input *in;
+    bool csv; /* CSV rows (rendered here) rather than JSONL lines (sent as read) */
+    bool direct, loop, shuffle;
+    uint64_t seed;    /* --shuffle */
+    double rate;      /* events/s, 0 = unpaced */
+    uint64_t t0;      /* event time of row 0 (ms since the epoch) */
+    uint64_t step_ms; /* event time between rows */
+    uint64_t txn_delay_ms;
+    char run[40]; /* the run id in session ids */
+};
+
+/* Renders CSV row `row` of lap `lap` into ev: its click (txn = false) or its transaction,
+ * at the click's event time ts.  The session id goes to sid. */
+static void render_event(struct sbuf *ev, const struct plan *p, const struct item *it, size_t row,
+                         uint64_t lap, bool txn, uint64_t ts, char *sid, size_t sidlen)
+{
+    char num[160];
+    snprintf(sid, sidlen, "s-%s-%" PRIu64 "-%zu", p->run, lap, row);
+    ev->len = 0;
+    sbuf_puts(ev, "{\"session_id\":");
+    sbuf_json_string(ev, sid);
+    if (!txn) {
+        snprintf(num, sizeof num, ",\"ts\":%" PRIu64 ",\"features\":", ts);
+        sbuf_puts(ev, num);
+        sbuf_puts(ev, p->in->arena.p + it->off);
+        if (p->direct) sbuf_puts(ev, it->label ? ",\"label\":1" : ",\"label\":0");
+    } else {
+        /* A deterministic amount per row, 5.00 to 499.99. */
+        uint64_t h = row * 0x9e3779b97f4a7c15ull;
+        uint64_t cents = 500 + splitmix64(&h) % 49500;
+        snprintf(num, sizeof num,
+                 ",\"ts\":%" PRIu64 ",\"order_id\":\"o-%s-%" PRIu64 "-%zu\",\"amount\":%" PRIu64
+                 ".%02" PRIu64,
+                 ts + p->txn_delay_ms, p->run, lap, row, cents / 100, cents % 100);
+        sbuf_puts(ev, num);
+    }
+    sbuf_puts(ev, "}");
+}
+
+/* Produces the stream (once, or lap after lap with --loop) until it ends or SIGINT/SIGTERM
+ * stops it, with a progress line every REPLAY_PROGRESS_MS.  order is the row order
+ * (reshuffled per lap with --shuffle).  Returns 0, or -1 when it stopped on an error
+ * (logged). */
+static int replay_stream(struct replay *r, const struct plan *p, size_t *order, uint64_t mono0)
+{
+    const struct input *in = p->in;
+    uint64_t rng = p->seed, g = 0, last_ts = 0, events = 0;
+    uint64_t next_progress = mono0 + REPLAY_PROGRESS_MS;
+    struct pacer pacer = {.base_ms = mono0};
+    struct sbuf ev = {0};
+    char sid[128];
+    int rc = 0;
+
+    for (uint64_t lap = 0; rc == 0 && !replay_stop; lap++) {
+        if (p->shuffle)
+            for (size_t i = in->nitems - 1; i > 0; i--) {
+                size_t j = (size_t)(splitmix64(&rng) % (i + 1));
+                size_t t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+        for (size_t i = 0; i < in->nitems && rc == 0 && !replay_stop; i++, g++) {
+            const struct item *it = &in->items[order[i]];
+            int nev = p->csv && it->label && !p->direct ? 2 : 1;
+            if (p->csv) {
+                /* ts = min(t0 + g * step, now), never decreasing: see the top of the file */
+                uint64_t now = log_wall_ms(), ts = p->t0 + g * p->step_ms;
+                if (ts > now) ts = now;
+                if (ts > last_ts) last_ts = ts;
+            }
+            for (int k = 0; k < nev && rc == 0; k++) {
+                if (p->rate > 0) pace(r, &pacer, p->rate, events);
+                if (replay_stop) break;
+                if (r->fatal) {
+                    rc = -1;
+                    break;
+                }
+                if (!p->csv) {
+                    const char *key = it->keyoff == SIZE_MAX ? NULL : in->arena.p + it->keyoff;
+                    const char *line = in->arena.p + it->off;
+                    rc = replay_send(r, it->kind, key, line, strlen(line));
+                } else {
+                    render_event(&ev, p, it, order[i], lap, k == 1, last_ts, sid, sizeof sid);
+                    if (ev.oom) {
+                        LOG(LOG_ERROR, WHO, "out of memory");
+                        rc = -1;
+                        break;
+                    }
+                    rc = replay_send(r, k == 0 ? KIND_CLICK : KIND_TXN, sid, ev.p, ev.len);
+                }
+                if (rc > 0) rc = 0; /* stopped by a signal: not a failure */
+                if (rc || replay_stop) break;
+                events++;
+                rd_kafka_poll(r->rk, 0);
+                uint64_t now = log_now_ms();
+                if (now >= next_progress) {
+                    next_progress = now + REPLAY_PROGRESS_MS;
+                    LOG(LOG_INFO, WHO,
+                        "sent %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64
+                        ", %.0f events/s",
+                        replay_total(r->sent), replay_total(r->delivered), r->failed,
+                        (double)events * 1000.0 / (double)(now - mono0 + 1));
+                }
+            }
+        }
+        if (!p->loop) break;
+    }
+    free(ev.p);
+    return rc;
 }
 
 static void on_signal(int sig)
@@ -974,88 +1088,18 @@ int main(int argc, char **argv)
             brokers);
     }
 
-    uint64_t rng = seed, g = 0, last_ts = 0, next_progress = mono0 + REPLAY_PROGRESS_MS;
-    uint64_t events = 0;
-    struct pacer pacer = {.base_ms = mono0};
-    struct sbuf ev = {0};
-    bool stopped = false;
-    for (uint64_t lap = 0; !stopped; lap++) {
-        if (shuffle)
-            for (size_t i = in.nitems - 1; i > 0; i--) {
-                size_t j = (size_t)(splitmix64(&rng) % (i + 1));
-                size_t t = order[i];
-                order[i] = order[j];
-                order[j] = t;
-            }
-        for (size_t i = 0; i < in.nitems; i++, g++) {
-            const struct item *it = &in.items[order[i]];
-            int nev = csv_path && it->label && !direct ? 2 : 1;
-            for (int k = 0; k < nev && !stopped; k++) {
-                if (rate > 0) pace(&r, &pacer, rate, events);
-                if (replay_stop || r.fatal) {
-                    stopped = true;
-                    break;
-                }
-                int rcs;
-                if (!csv_path) {
-                    const char *key = it->keyoff == SIZE_MAX ? NULL : in.arena.p + it->keyoff;
-                    const char *line = in.arena.p + it->off;
-                    rcs = replay_send(&r, it->kind, key, line, strlen(line));
-                } else {
-                    char sid[96], num[96];
-                    snprintf(sid, sizeof sid, "s-%s-%" PRIu64 "-%zu", run, lap, order[i]);
-                    uint64_t now = log_wall_ms(), ts = t0 + g * step_ms;
-                    if (ts > now) ts = now;
-                    if (ts < last_ts) ts = last_ts;
-                    if (k == 0) last_ts = ts;
-                    ev.len = 0;
-                    sbuf_puts(&ev, "{\"session_id\":");
-                    sbuf_json_string(&ev, sid);
-                    if (k == 0) {
-                        snprintf(num, sizeof num, ",\"ts\":%" PRIu64 ",\"features\":", last_ts);
-                        sbuf_puts(&ev, num);
-                        sbuf_puts(&ev, in.arena.p + it->off);
-                        if (direct) sbuf_puts(&ev, it->label ? ",\"label\":1" : ",\"label\":0");
-                    } else {
-                        /* A deterministic amount per row, 5.00 to 499.99. */
-                        uint64_t h = order[i] * 0x9e3779b97f4a7c15ull;
-                        uint64_t cents = 500 + splitmix64(&h) % 49500;
-                        snprintf(num, sizeof num,
-                                 ",\"ts\":%" PRIu64 ",\"order_id\":\"o-%s-%" PRIu64
-                                 "-%zu\",\"amount\":%" PRIu64 ".%02" PRIu64,
-                                 last_ts + txn_delay_ms, run, lap, order[i], cents / 100,
-                                 cents % 100);
-                        sbuf_puts(&ev, num);
-                    }
-                    sbuf_puts(&ev, "}");
-                    if (ev.oom) {
-                        LOG(LOG_ERROR, WHO, "out of memory");
-                        stopped = true;
-                        break;
-                    }
-                    rcs = replay_send(&r, k == 0 ? KIND_CLICK : KIND_TXN, sid, ev.p, ev.len);
-                }
-                if (rcs) {
-                    stopped = true;
-                    break;
-                }
-                events++;
-                rd_kafka_poll(r.rk, 0);
-                uint64_t now = log_now_ms();
-                if (now >= next_progress) {
-                    next_progress = now + REPLAY_PROGRESS_MS;
-                    LOG(LOG_INFO, WHO,
-                        "sent %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64
-                        ", %.0f events/s",
-                        replay_total(r.sent), replay_total(r.delivered), r.failed,
-                        (double)events * 1000.0 / (double)(now - mono0 + 1));
-                }
-            }
-            if (stopped) break;
-        }
-        if (!loop) break;
-    }
-    free(ev.p);
+    struct plan plan = {.in = &in,
+                        .csv = csv_path != NULL,
+                        .direct = direct,
+                        .loop = loop,
+                        .shuffle = shuffle,
+                        .seed = seed,
+                        .rate = rate,
+                        .t0 = t0,
+                        .step_ms = step_ms,
+                        .txn_delay_ms = txn_delay_ms};
+    memcpy(plan.run, run, sizeof run);
+    int stream_rc = replay_stream(&r, &plan, order, mono0);
     if (replay_stop) LOG(LOG_INFO, WHO, "interrupted: waiting for the deliveries");
 
     /* Every message is reported within message.timeout.ms; the margin covers the last
@@ -1073,7 +1117,7 @@ int main(int argc, char **argv)
         "delivered %" PRIu64 " events (%" PRIu64 " clicks, %" PRIu64 " transactions), %" PRIu64
         " failed",
         replay_total(r.delivered), r.delivered[KIND_CLICK], r.delivered[KIND_TXN], r.failed + lost);
-    rc = (r.failed + lost == 0 && !r.fatal && !(stopped && !replay_stop)) ? 0 : -EIO;
+    rc = (r.failed + lost == 0 && !r.fatal && !stream_rc) ? 0 : -EIO;
     free(order);
 out_producer:
     rd_kafka_destroy(r.rk);
