@@ -76,6 +76,7 @@ struct ingest {
     uint64_t durable_seq;      /* highest durable barrier seq */
     uint64_t committed_seq;    /* highest committed */
     uint64_t failed_seq;       /* highest barrier whose checkpoint failed */
+    uint64_t retried_seq;      /* failed_seq already answered by a new barrier (ingest) */
     struct checkpoint_offset *durable;
     size_t ndurable;
 };
@@ -420,6 +421,12 @@ void ingest_durable(struct ingest *in, uint64_t seq, int ok,
 static void commit_durable(struct ingest *in, int sync)
 {
     pthread_mutex_lock(&in->lock);
+    /* A failed checkpoint (full disk) is retried at the next interval even when nothing new
+     * arrives, so its offsets get committed once the disk has room again. */
+    if (in->failed_seq > in->retried_seq && in->failed_seq > in->durable_seq) {
+        in->retried_seq = in->failed_seq;
+        in->dirty = 1;
+    }
     if (in->durable_seq == in->committed_seq) {
         pthread_mutex_unlock(&in->lock);
         return;
