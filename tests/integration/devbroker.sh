@@ -2,6 +2,8 @@
 # SIGUSR1/SIGUSR2 down/up cycle, a clean stop on SIGTERM, and its option errors.
 . tests/integration/lib.sh
 mktemp_state > /dev/null; T=$LIB_T  # not T=$(...): LIB_T must be set in this shell
+# The failure again in a log that sorts last, so that it shows after the dumped logs.
+fail() { echo "FAIL: $*" >&2; echo "FAIL: $*" > "$T/zz-failure.log"; exit 1; }
 command -v kcat > /dev/null || { echo "kcat not installed"; exit 77; }
 DB="$BIN/intentd-devbroker"
 

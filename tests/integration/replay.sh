@@ -3,6 +3,8 @@
 # SIGTERM, a broker down/up cycle, and a dead broker address failing in bounded time.
 . tests/integration/lib.sh
 mktemp_state > /dev/null; T=$LIB_T  # not T=$(...): LIB_T must be set in this shell
+# The failure again in a log that sorts last, so that it shows after the dumped logs.
+fail() { echo "FAIL: $*" >&2; echo "FAIL: $*" > "$T/zz-failure.log"; exit 1; }
 command -v kcat > /dev/null || { echo "kcat not installed"; exit 77; }
 DB="$BIN/intentd-devbroker"
 R="$BIN/intentd-replay"
@@ -103,6 +105,18 @@ ts = sorted(t for _, t in clicks.values())
 assert ts[-1] - ts[0] >= 400 * 1000, "event time does not advance through the file"
 print("checked %d clicks, %d transactions" % (len(clicks), n))
 EOF
+
+note "the whole file: 12330 clicks, 1908 transactions, each partition well under 5 MiB"
+devbroker dbfull
+"$R" --brokers "$BS" --config "$T/full.yaml" --csv "$CSV" --label Revenue > "$T/rfull.log" 2>&1 ||
+    fail "full replay exited $?"
+[ "$(summary "$T/rfull.log")" = "14238 12330 1908 0" ] || fail "full summary '$(summary "$T/rfull.log")'"
+[ "$(count "$BS" intentd.clicks)" -eq 12330 ] || fail "full: clicks on the topic"
+[ "$(count "$BS" intentd.transactions)" -eq 1908 ] || fail "full: transactions on the topic"
+kcat -b "$BS" -C -t intentd.clicks -e -q -f '%p %S\n' |
+    awk '{ b[$1] += $2 } END { for (p in b) { print "partition " p ": " b[p] " bytes"; if (b[p] > 4 * 1048576) bad = 1 } exit bad }' ||
+    fail "a partition holds more than 4 MiB of clicks from one pass"
+kill -TERM "$DBPID"
 
 note "typing: empty cells omitted, quoted fields, CRLF, --positive"
 printf 'n,c,b,y\r\n1.5,"a,b",TRUE,yes\r\n,7,0,no\r\n2e3,,false,yes\r\n' > "$T/small.csv"
