@@ -68,4 +68,8 @@ struct trainer *trainer_free(struct trainer *t);
 /* Reads STATE_DIR/model-version, the highest version ever published (0 when absent). */
 uint64_t trainer_read_version_mark(const char *state_dir);
 
+/* Writes it (to a temporary file, then renamed: safe against kill -9; made durable by the
+ * next checkpoint's directory fsync).  Returns 0 or -errno. */
+int trainer_write_version_mark(const char *state_dir, uint64_t version);
+
 #endif

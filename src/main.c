@@ -221,6 +221,11 @@ static int restore(struct intentd *d)
                 s = n;
             }
             if (s) {
+                /* a re-issued number is recorded at once, so it is never issued twice */
+                if (s->version > published &&
+                    trainer_write_version_mark(d->cfg->state_dir, s->version) < 0)
+                    LOG(LOG_WARN, "main", "cannot record model version %" PRIu64 " in %s",
+                        s->version, d->cfg->state_dir);
                 published = s->version;
                 snapshot_slot_publish(&d->slot, s);
             }

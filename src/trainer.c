@@ -81,22 +81,28 @@ uint64_t trainer_read_version_mark(const char *state_dir)
     return v;
 }
 
-/* Records the highest version published, so a restart never serves a lower one.  Written
- * by rename (safe against kill -9); it is fsync'd with the next checkpoint's directory. */
-static void write_version_mark(struct trainer *t)
+int trainer_write_version_mark(const char *state_dir, uint64_t version)
 {
-    if (!t->p.state_dir) return;
     char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/model-version", t->p.state_dir);
+    snprintf(path, sizeof path, "%s/model-version", state_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return;
+    if (fd < 0) return -errno;
     char buf[32];
-    int n = snprintf(buf, sizeof buf, "%" PRIu64 "\n", t->version);
+    int n = snprintf(buf, sizeof buf, "%" PRIu64 "\n", version);
     ssize_t w = write(fd, buf, (size_t)n);
+    int rc = w == n ? 0 : w < 0 ? -errno : -EIO;
     close(fd);
-    if (w == n) rename(tmp, path);
-    else unlink(tmp);
+    if (rc == 0 && rename(tmp, path) != 0) rc = -errno;
+    if (rc) unlink(tmp);
+    return rc;
+}
+
+/* Records the highest version published, so a restart never serves a lower one.  A failure
+ * (full disk) is not fatal: the mark only lags. */
+static void write_version_mark(struct trainer *t)
+{
+    if (t->p.state_dir) trainer_write_version_mark(t->p.state_dir, t->version);
 }
 
 static void publish(struct trainer *t, struct snapshot *s)
