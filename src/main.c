@@ -465,6 +465,15 @@ static void serve(struct intentd *d, const sigset_t *set)
     }
 }
 
+/* Graceful stop (SIGTERM/SIGINT): ingest stops reading, flushes the dead-letter copies and
+ * puts the final barrier; the trainer learns what is queued (at most
+ * training.queue_capacity examples: 65,536 take ~0.4 s at the measured 180k examples/s)
+ * and writes the final checkpoint; ingest commits it and leaves the group.  The bound
+ * stated (tests/integration/sigterm_fast.sh): under 10 s — measured 0.1-0.3 s during a
+ * 4,000 events/s replay, 7 s with the broker down (the commit waits for the coordinator).
+ * Beyond it only backstops: 30 s for dead-letter copies the broker does not acknowledge,
+ * 60 s for a final checkpoint the trainer does not reach (then the offsets stay at the
+ * previous checkpoint, which is safe: those events are read again). */
 static int stop(struct intentd *d)
 {
     uint64_t t0 = log_now_ms();

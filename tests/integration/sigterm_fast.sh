@@ -8,7 +8,7 @@
 . tests/integration/lib_daemon.sh
 ld_init
 CSV="$TOP/tests/data/online_shoppers_intention.csv"
-STOP_BOUND=${STOP_BOUND:-20}
+STOP_BOUND=${STOP_BOUND:-20} # the bound stated is 10 s (src/main.c, stop()); twice that under load
 PROPS='kafka.properties={"session.timeout.ms":"4000","heartbeat.interval.ms":"500"}'
 
 devbroker_start --partitions 4
