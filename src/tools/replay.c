@@ -536,6 +536,7 @@ struct replay {
     uint64_t sent[2];        /* produce() accepted, by kind */
     uint64_t delivered[2];   /* delivery reports without error, by kind */
     uint64_t failed;         /* delivery reports with an error */
+    uint64_t refused;        /* events produce() refused (never sent, so no report) */
     bool fatal;              /* the producer hit a fatal error */
     struct log_ratelimit rl; /* delivery error lines */
 };
@@ -666,8 +667,9 @@ static void replay_warm_up(struct replay *r, int ntopics, uint64_t wait_ms)
             r->topic[0], parts[0], r->topic[1], parts[1]);
 }
 
-/* Sends one event, waiting while the local queue is full.  Returns 0, 1 when SIGINT/SIGTERM
- * came while it waited, or -1 when produce failed (logged). */
+/* Sends one event, waiting while the local queue is full.  Returns 0 (sent, or refused and
+ * counted as failed), 1 when SIGINT/SIGTERM came while it waited, or -1 after a fatal
+ * producer error. */
 static int replay_send(struct replay *r, int kind, const char *key, const char *value, size_t len)
 {
     for (;;) {
@@ -679,9 +681,15 @@ static int replay_send(struct replay *r, int kind, const char *key, const char *
             r->sent[kind]++;
             return 0;
         }
+        if (e == RD_KAFKA_RESP_ERR__FATAL) return -1;
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            LOG(LOG_ERROR, WHO, "cannot produce to %s: %s", r->topic[kind], rd_kafka_err2str(e));
-            return -1;
+            /* This event only (too large for message.max.bytes, say): count it and go on. */
+            uint64_t suppressed;
+            r->refused++;
+            if (log_ratelimit_ok(&r->rl, &suppressed))
+                LOG(LOG_ERROR, WHO, "cannot produce to %s: %s", r->topic[kind],
+                    rd_kafka_err2str(e));
+            return 0;
         }
         rd_kafka_poll(r->rk, 50);
         if (r->fatal) return -1;
@@ -819,7 +827,7 @@ static int replay_stream(struct replay *r, const struct plan *p, size_t *order, 
                     LOG(LOG_INFO, WHO,
                         "sent %" PRIu64 ", delivered %" PRIu64 ", failed %" PRIu64
                         ", %.0f events/s",
-                        replay_total(r->sent), replay_total(r->delivered), r->failed,
+                        replay_total(r->sent), replay_total(r->delivered), r->failed + r->refused,
                         (double)events * 1000.0 / (double)(now - mono0 + 1));
                 }
             }
@@ -1109,15 +1117,17 @@ int main(int argc, char **argv)
         rd_kafka_purge(r.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(r.rk, 5000);
     }
+    /* Accepted events without any report (only after a purge that did not finish). */
     uint64_t lost = replay_total(r.sent) - replay_total(r.delivered) - r.failed;
+    uint64_t failed = r.failed + r.refused + lost;
     double secs = (double)(log_now_ms() - mono0) / 1000.0;
     LOG(LOG_INFO, WHO, "%.2f s, %.0f events/s", secs,
         secs > 0 ? (double)replay_total(r.delivered) / secs : 0.0);
     LOG(LOG_INFO, WHO,
         "delivered %" PRIu64 " events (%" PRIu64 " clicks, %" PRIu64 " transactions), %" PRIu64
         " failed",
-        replay_total(r.delivered), r.delivered[KIND_CLICK], r.delivered[KIND_TXN], r.failed + lost);
-    rc = (r.failed + lost == 0 && !r.fatal && !stream_rc) ? 0 : -EIO;
+        replay_total(r.delivered), r.delivered[KIND_CLICK], r.delivered[KIND_TXN], failed);
+    rc = (failed == 0 && !r.fatal && !stream_rc) ? 0 : -EIO;
     free(order);
 out_producer:
     rd_kafka_destroy(r.rk);

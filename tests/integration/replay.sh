@@ -166,6 +166,16 @@ printf '%s\n' '{"order_id":"o-2"}' '{"session_id":"j-1","ts":5,"order_id":"o-1",
 kcat -b "$BS" -C -t intentd.clicks -e -q -f '%k|%s\n' | grep -c '^j-1|{"session_id":"j-1","features":{"Month":"May"}}$' |
     grep -q '^1$' || fail "the first line was not sent unchanged with its key"
 [ "$(count "$BS" intentd.clicks)" -eq $((500 + 4)) ] || fail "jsonl clicks"
+# A line over message.max.bytes (1 MB) is refused by the producer: counted as failed (exit 1),
+# and the lines after it are still sent.
+{ echo '{"session_id":"big-0","features":{}}'
+  printf '{"session_id":"big-1","junk":"%s"}\n' "$(head -c 1200000 /dev/zero | tr '\0' x)"
+  echo '{"session_id":"big-2","features":{}}'; } > "$T/big.jsonl"
+"$R" --brokers "$BS" --jsonl "$T/big.jsonl" > "$T/r5b.log" 2>&1
+[ $? -eq 1 ] || fail "a refused event should make replay exit 1"
+[ "$(summary "$T/r5b.log")" = "2 2 0 1" ] || fail "oversized-line summary '$(summary "$T/r5b.log")'"
+[ "$(kcat -b "$BS" -C -t intentd.clicks -e -q -f '%k\n' | grep -c '^big-[02]$')" -eq 2 ] ||
+    fail "the lines around the oversized one were not sent"
 
 note "--rate paces (a loose lower bound only)"
 start=$(date +%s)
