@@ -28,7 +28,8 @@ static const char devbroker_usage[] =
     "  --bootstrap-file FILE  also write the bootstrap list to FILE (atomically)\n"
     "  -h, --help             show this help\n"
     "\n"
-    "The first line on stdout is \"bootstrap: HOST:PORT\".  Runs until SIGTERM or SIGINT\n"
+    "The first line on stdout is \"bootstrap: HOST:PORT\"; it is printed after the topics\n"
+    "exist and after the bootstrap file is written.  Runs until SIGTERM or SIGINT\n"
     "(exit 0).  For fault tests, SIGUSR1 takes the broker down (connections dropped, new\n"
     "ones refused; the data is kept) and SIGUSR2 brings it back up.\n";
 
