@@ -150,6 +150,8 @@ int broker_write_bootstrap_file(const char *path, const char *bootstrap)
     }
     if (rc == 0 && fsync(fd) < 0) rc = -errno;
     if (close(fd) < 0 && rc == 0) rc = -errno;
+    /* No fsync of the folder after the rename: the address dies with the process anyway,
+     * the rename is there so that a reader never sees a half-written list. */
     if (rc == 0 && rename(tmp, path) < 0) rc = -errno;
     if (rc != 0) unlink(tmp);
     return rc;
