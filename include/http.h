@@ -10,6 +10,9 @@
  * Threads: libmicrohttpd's internal pool of http.threads threads, each with its own epoll
  * set, keep-alive, at most http.max_connections connections, and a connection idle for
  * http.connection_timeout (rounded up to seconds) is closed, so no client pins a thread.
+ * One more thread accepts and hands each connection to the pool (MHD_add_connection spreads
+ * them by descriptor), because the pool on a shared listening socket can put every
+ * keep-alive connection of a burst on one worker.
  *
  * Scoring takes the slot's snapshot once at the start of a request and releases it at the
  * end, and encodes with that snapshot's own encoder and normaliser: serving never reads

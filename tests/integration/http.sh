@@ -25,7 +25,8 @@ want() {
 }
 # json_get EXPR: evaluates a Python expression over the last answer (j).
 json_get() {
-    /usr/bin/python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
+    /usr/bin/python3 -c \
+        'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
         "$T/body" "$1"
 }
 
@@ -116,7 +117,8 @@ grep -qi '^allow: POST' "$T/head" || fail "405 without Allow: $(cat "$T/head")"
 want 200 POST /v1/predict "$T/exact.json"
 printf ' ' >> "$T/exact.json"
 want 413 POST /v1/predict "$T/exact.json"
-/usr/bin/python3 -c 'import sys; sys.stdout.write("{\"instances\": [" + ", ".join(["{}"] * 17) + "]}")' \
+/usr/bin/python3 -c \
+    'import sys; sys.stdout.write("{\"instances\": [" + ", ".join(["{}"] * 17) + "]}")' \
     > "$T/many.json"
 want 413 POST /v1/predict "$T/many.json"
 [ "$(metric 'intentd_http_requests_total{path="other",code="404"}')" = 1 ] ||
