@@ -42,8 +42,10 @@ note() { echo "== $*"; }
 # Skip this test in sanitizer passes (the plain pass runs it).
 slow_test() { if [ -n "${SAN:-}" ]; then echo "slow test, skipped under SAN=$SAN"; exit 77; fi; }
 
+# Every test gets its own state folder as soon as it sources this file, so that
+# `T=$(mktemp_state)` (a subshell) still names the folder the cleanup trap removes.
+LIB_T=$(mktemp -d "${TMPDIR:-/tmp}/intentd-it-XXXXXX") || exit 1
 mktemp_state() {
-    LIB_T=$(mktemp -d "${TMPDIR:-/tmp}/intentd-it-XXXXXX")
     echo "$LIB_T"
 }
 
