@@ -123,6 +123,15 @@ HOT static void vec_add(float *restrict y, const float *restrict x, size_t n)
     for (; i < n; i++) y[i] += x[i];
 }
 
+/* y = a · x */
+HOT static void vec_scale(float *restrict y, const float *restrict x, float a, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (size_t k = i; k < i + 16; k++) y[k] = a * x[k];
+    for (; i < n; i++) y[i] = a * x[i];
+}
+
 static float sigmoidf(float z)
 {
     if (z >= 0) return 1.0f / (1.0f + expf(-z));
@@ -582,6 +591,21 @@ int model_forward(struct model *m, const float *x, const uint32_t *cat, size_t B
 
 /* ---- backward and update ---- */
 
+/* gW (out, k) = dzᵀ · in, dz (B, out), in (B, k).  OpenBLAS 0.3.21 runs products of up to
+ * 100³ multiply-adds through its small-matrix kernels, without packing the operands; in
+ * blocks of columns under that size the first layer's gradient (64 × 128 × 128 by default)
+ * measured about 15% faster than one call.  Each element is still one K-sum. */
+static void weight_grad(float *gw, const float *dz, const float *in, size_t B, size_t out, size_t k)
+{
+    size_t kc = k;
+    while (kc > 16 && (double)out * (double)kc * (double)B > 1e6) kc = (kc + 1) / 2;
+    for (size_t j = 0; j < k; j += kc) {
+        size_t n = k - j < kc ? k - j : kc;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)n, (int)B, 1.0f, dz,
+                    (int)out, in + j, (int)k, 0.0f, gw + j, (int)k);
+    }
+}
+
 /* Accumulates the first layer's gradient rows for E: dz1 (B, H1) scattered to the rows the
  * batch named; m->uniq (nu) lists them in order of first appearance, m->ge their sums. */
 static size_t embedding_backward(struct model *m, const float *dz1, size_t B)
@@ -658,8 +682,7 @@ double model_step(struct model *m, const float *label, const float *weight, size
                 cblas_sgemv(CblasRowMajor, CblasTrans, (int)B, (int)k, 1.0f, in, (int)k, dz, 1,
                             0.0f, gw, 1);
             else
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)k, (int)B, 1.0f,
-                            dz, (int)out, in, (int)k, 0.0f, gw, (int)k);
+                weight_grad(gw, dz, in, B, out, k);
         }
         memcpy(gb, dz, out * sizeof(float));
         for (size_t r = 1; r < B; r++) vec_add(gb, dz + r * out, out);
@@ -670,8 +693,7 @@ double model_step(struct model *m, const float *label, const float *weight, size
         /* da (B, k) = dz · W, then through dropout and the activation of layer l - 1 */
         const float *w = m->params + m->off_w[l];
         if (out == 1) {
-            for (size_t r = 0; r < B; r++)
-                for (size_t i = 0; i < k; i++) da[r * k + i] = dz[r] * w[i];
+            for (size_t r = 0; r < B; r++) vec_scale(da + r * k, w, dz[r], k);
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)k, (int)out, 1.0f,
                         dz, (int)out, w, (int)k, 0.0f, da, (int)k);

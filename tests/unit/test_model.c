@@ -789,7 +789,7 @@ struct predict_job {
 static void *predict_thread(void *arg)
 {
     struct predict_job *j = arg;
-    for (int rep = 0; rep < 200; rep++)
+    for (int rep = 0; rep < 3; rep++)
         for (int r = 0; r < 64; r++)
             j->out[r] = model_predict(j->s, j->params, j->x + r * 20, j->cat + r * 2);
     return NULL;
