@@ -115,12 +115,18 @@ static double rng_uniform(uint64_t s[4])
  * GCC's -O2 vectorises only loops whose vector code replaces the scalar code entirely (the
  * "very cheap" cost model), which a loop of unknown length never is. */
 
-HOT static void vec_add(float *restrict y, const float *restrict x, size_t n)
+/* y += x; inlined into the clones below, which loop over many short rows. */
+static inline void add_n(float *restrict y, const float *restrict x, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
         for (size_t k = i; k < i + 16; k++) y[k] += x[k];
     for (; i < n; i++) y[i] += x[i];
+}
+
+HOT static void vec_add(float *restrict y, const float *restrict x, size_t n)
+{
+    add_n(y, x, n);
 }
 
 /* y = a · x */
@@ -243,14 +249,46 @@ HOT static float dot(const float *restrict a, const float *restrict b, size_t n)
         p[k] = p[k] + neg_step * mi / (sqrtf(vi) / bc2s + eps);                                    \
     } while (0)
 
-HOT static void adam_update(float *restrict p, const float *restrict g, float *restrict m,
-                            float *restrict v, size_t n, float l2, float b1, float a1, float b2,
-                            float a2, float neg_step, float bc2s, float eps)
+struct adam_k {
+    float l2, b1, a1, b2, a2, neg_step, bc2s, eps; /* a1 = 1 - b1, a2 = 1 - b2 */
+};
+
+static inline void adam_n(float *restrict p, const float *restrict g, float *restrict m,
+                          float *restrict v, size_t n, const struct adam_k *c)
 {
+    const float l2 = c->l2, b1 = c->b1, a1 = c->a1, b2 = c->b2, a2 = c->a2;
+    const float neg_step = c->neg_step, bc2s = c->bc2s, eps = c->eps;
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
         for (size_t k = i; k < i + 16; k++) ADAM_ONE(k);
     for (; i < n; i++) ADAM_ONE(i);
+}
+
+HOT static void adam_update(float *restrict p, const float *restrict g, float *restrict m,
+                            float *restrict v, size_t n, const struct adam_k *c)
+{
+    adam_n(p, g, m, v, n, c);
+}
+
+/* Prefetches the n floats at p (a row of E or of its moments) for an update soon. */
+static inline void prefetch_row(const float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1);
+}
+
+/* Lazy Adam over the touched rows of E: row uniq[i] (H floats at p + uniq[i]·H, moments at
+ * m and v likewise) from gradient row g + i·H.  Rows are cold in a large E: fetch ahead. */
+HOT static void adam_rows(float *p, float *m, float *v, const float *g, const uint32_t *uniq,
+                          size_t nu, size_t H, const struct adam_k *c)
+{
+    for (size_t i = 0; i < nu; i++) {
+        if (i + 4 < nu) {
+            size_t a = (size_t)uniq[i + 4] * H;
+            prefetch_row(p + a, H), prefetch_row(m + a, H), prefetch_row(v + a, H);
+        }
+        size_t o = (size_t)uniq[i] * H;
+        adam_n(p + o, g + i * H, m + o, v + o, H, c);
+    }
 }
 
 /* PyTorch's SGD with momentum, dampening 0: g += l2·p; u = mom·u + g; p += -lr·u. */
@@ -262,13 +300,55 @@ HOT static void adam_update(float *restrict p, const float *restrict g, float *r
         p[k] = p[k] + neg_lr * ui;                                                                 \
     } while (0)
 
-HOT static void sgd_update(float *restrict p, const float *restrict g, float *restrict u, size_t n,
-                           float l2, float mom, float neg_lr)
+static inline void sgd_n(float *restrict p, const float *restrict g, float *restrict u, size_t n,
+                         float l2, float mom, float neg_lr)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
         for (size_t k = i; k < i + 16; k++) SGD_ONE(k);
     for (; i < n; i++) SGD_ONE(i);
+}
+
+HOT static void sgd_update(float *restrict p, const float *restrict g, float *restrict u, size_t n,
+                           float l2, float mom, float neg_lr)
+{
+    sgd_n(p, g, u, n, l2, mom, neg_lr);
+}
+
+/* Lazy SGD over the touched rows of E, as adam_rows. */
+HOT static void sgd_rows(float *p, float *u, const float *g, const uint32_t *uniq, size_t nu,
+                         size_t H, float l2, float mom, float neg_lr)
+{
+    for (size_t i = 0; i < nu; i++) {
+        if (i + 4 < nu) {
+            size_t a = (size_t)uniq[i + 4] * H;
+            prefetch_row(p + a, H), prefetch_row(u + a, H);
+        }
+        size_t o = (size_t)uniq[i] * H;
+        sgd_n(p + o, g + i * H, u + o, H, l2, mom, neg_lr);
+    }
+}
+
+/* The first layer's embedding bag over a batch: z (B, n) += bias, then += the named rows of
+ * E (nsparse, n), in predict's order.  Rows two examples ahead are prefetched (a large E is
+ * cold). */
+HOT static void bag_forward(float *restrict z, const float *restrict b, const float *restrict e,
+                            const uint32_t *restrict cat, size_t B, uint32_t ncat, size_t n)
+{
+    for (size_t r = 0; r < B; r++) {
+        float *zr = z + r * n;
+        if (r + 2 < B)
+            for (uint32_t c = 0; c < ncat; c++) {
+                uint32_t j = cat[(r + 2) * ncat + c];
+                if (j == MODEL_NO_INDEX) continue;
+                for (size_t i = 0; i < n; i += 16) __builtin_prefetch(e + (size_t)j * n + i);
+            }
+        add_n(zr, b, n);
+        for (uint32_t c = 0; c < ncat; c++) {
+            uint32_t j = cat[r * ncat + c];
+            if (j != MODEL_NO_INDEX) add_n(zr, e + (size_t)j * n, n);
+        }
+    }
 }
 
 /* ---- layout ---- */
@@ -363,12 +443,6 @@ static void advise_huge(void *p, size_t bytes)
     uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
     uintptr_t e = ((uintptr_t)p + bytes) & ~(page - 1);
     if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
-}
-
-/* Prefetches the n floats at p (a row of E or of its moments) for an update soon. */
-static void prefetch_row(const float *p, size_t n)
-{
-    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1);
 }
 
 static int fail(char *err, size_t errlen, const char *msg)
@@ -553,22 +627,7 @@ int model_forward(struct model *m, const float *x, const uint32_t *cat, size_t B
         dense_forward(z, in, w, B, out, k);
         int act = l < s->nlayers ? s->activation : -1;
         if (l == 1 && s->ncat) {
-            /* the embedding bag: bias, then the named rows of E, in predict's order */
-            const float *e = m->params + m->off_e;
-            for (size_t r = 0; r < B; r++) {
-                float *zr = z + r * out;
-                if (r + 2 < B) /* the rows two examples ahead: E is large and cold */
-                    for (uint32_t c = 0; c < s->ncat; c++) {
-                        uint32_t j = cat[(r + 2) * s->ncat + c];
-                        if (j == MODEL_NO_INDEX) continue;
-                        for (size_t i = 0; i < out; i += 16) __builtin_prefetch(e + j * out + i);
-                    }
-                vec_add(zr, b, out);
-                for (uint32_t c = 0; c < s->ncat; c++) {
-                    uint32_t j = cat[r * s->ncat + c];
-                    if (j != MODEL_NO_INDEX) vec_add(zr, e + (size_t)j * out, out);
-                }
-            }
+            bag_forward(z, b, m->params + m->off_e, cat, B, s->ncat, out);
             if (act >= 0) act_apply(z, B * out, act);
         } else {
             bias_act(z, b, B, out, act);
@@ -608,7 +667,7 @@ static void weight_grad(float *gw, const float *dz, const float *in, size_t B, s
 
 /* Accumulates the first layer's gradient rows for E: dz1 (B, H1) scattered to the rows the
  * batch named; m->uniq (nu) lists them in order of first appearance, m->ge their sums. */
-static size_t embedding_backward(struct model *m, const float *dz1, size_t B)
+HOT static size_t embedding_backward(struct model *m, const float *dz1, size_t B)
 {
     const struct model_shape *s = &m->shape;
     size_t H = s->width[1], nu = 0;
@@ -618,7 +677,7 @@ static size_t embedding_backward(struct model *m, const float *dz1, size_t B)
             if (j == MODEL_NO_INDEX) continue;
             uint32_t pos = m->slot[j];
             if (pos < nu && m->uniq[pos] == j) {
-                vec_add(m->ge + pos * H, dz1 + r * H, H);
+                add_n(m->ge + pos * H, dz1 + r * H, H);
             } else {
                 m->slot[j] = (uint32_t)nu;
                 m->uniq[nu] = j;
@@ -629,15 +688,26 @@ static size_t embedding_backward(struct model *m, const float *dz1, size_t B)
     return nu;
 }
 
+static struct adam_k adam_consts(const struct model *m, float l2, float neg_step, float bc2s)
+{
+    return (struct adam_k){l2,
+                           (float)m->beta1,
+                           (float)(1.0 - m->beta1),
+                           (float)m->beta2,
+                           (float)(1.0 - m->beta2),
+                           neg_step,
+                           bc2s,
+                           m->eps};
+}
+
 /* One optimizer update of n parameters at p (moments at the same offset) from gradient g. */
 static void update(struct model *m, size_t off, const float *g, size_t n, float l2, float neg_step,
                    float bc2s)
 {
     float *p = m->params + off;
     if (m->optimizer == OPTIMIZER_ADAM) {
-        float b1 = (float)m->beta1, b2 = (float)m->beta2;
-        adam_update(p, g, m->moments + off, m->moments + m->nparams + off, n, l2, b1,
-                    (float)(1.0 - m->beta1), b2, (float)(1.0 - m->beta2), neg_step, bc2s, m->eps);
+        struct adam_k c = adam_consts(m, l2, neg_step, bc2s);
+        adam_update(p, g, m->moments + off, m->moments + m->nparams + off, n, &c);
     } else {
         sgd_update(p, g, m->moments + off, n, l2, m->momentum, neg_step);
     }
@@ -719,15 +789,14 @@ double model_step(struct model *m, const float *label, const float *weight, size
         update(m, m->off_w[l], m->grad + goffs_w[l], out * k, m->l2, neg_step, bc2s);
         update(m, m->off_b[l], m->grad + goffs_b[l], out, 0.0f, neg_step, bc2s);
     }
-    size_t H = s->width[1];
-    for (size_t i = 0; i < nu; i++) {
-        if (i + 4 < nu) { /* rows of E and their moments are cold: fetch ahead */
-            size_t ahead = m->off_e + (size_t)m->uniq[i + 4] * H;
-            prefetch_row(m->params + ahead, H);
-            prefetch_row(m->moments + ahead, H);
-            if (m->optimizer == OPTIMIZER_ADAM) prefetch_row(m->moments + m->nparams + ahead, H);
-        }
-        update(m, m->off_e + (size_t)m->uniq[i] * H, m->ge + i * H, H, m->l2, neg_step, bc2s);
+    size_t H = s->width[1], oe = m->off_e;
+    if (nu && m->optimizer == OPTIMIZER_ADAM) {
+        struct adam_k c = adam_consts(m, m->l2, neg_step, bc2s);
+        adam_rows(m->params + oe, m->moments + oe, m->moments + m->nparams + oe, m->ge, m->uniq, nu,
+                  H, &c);
+    } else if (nu) {
+        sgd_rows(m->params + oe, m->moments + oe, m->ge, m->uniq, nu, H, m->l2, m->momentum,
+                 neg_step);
     }
     m->lastB = 0;
     return loss;
