@@ -210,6 +210,10 @@ int queue_pop(struct queue *q, int timeout_ms, void *examples, size_t max, size_
             bool was_full = q->len >= q->capacity;
             q->len -= take;
             q->popped += take;
+            /* Empty: start over at slot 0, so that the pages the ring touches follow how
+             * full it gets, not how many examples went through it (else the RSS climbs
+             * until the first wrap-around: capacity × size bytes, 6 MB by default). */
+            if (q->len == 0) q->head = 0;
             if (was_full && q->len < q->capacity && q->space_waiters > 0)
                 pthread_cond_broadcast(&q->space);
             *n = take;
