@@ -892,3 +892,36 @@ void test_http_500_when_the_model_scores_nan(void)
     CHECK_INT_EQ(scrape(&fx, "intentd_http_requests_total{path=\"/v1/predict\",code=\"500\"}"), 2);
     fx_stop(&fx);
 }
+
+/* DESIGN §6: an integer categorical hashes as its decimal string, over HTTP too. */
+void test_http_integer_and_string_categoricals_score_alike(void)
+{
+    static const char *const pairs[][2] = {
+        {"{\"features\": {\"Browser\": 6, \"Region\": 0}}",
+         "{\"features\": {\"Browser\": \"6\", \"Region\": \"0\"}}"},
+        {"{\"features\": {\"TrafficType\": -17, \"OperatingSystems\": 1234567}}",
+         "{\"features\": {\"TrafficType\": \"-17\", \"OperatingSystems\": \"1234567\"}}"},
+        {"{\"features\": {\"Browser\": -9223372036854775808}}",
+         "{\"features\": {\"Browser\": \"-9223372036854775808\"}}"},
+    };
+    struct fixture fx;
+    fx_config(&fx);
+    fx_start(&fx);
+    publish(&fx, 5);
+    struct resp r;
+    double base;
+    post(&fx, "{\"features\": {}}", &r);
+    base = score_of(&r);
+    int differs = 0;
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        post(&fx, pairs[i][0], &r);
+        CHECK_INT_EQ(r.status, 200);
+        double a = score_of(&r);
+        post(&fx, pairs[i][1], &r);
+        CHECK_INT_EQ(r.status, 200);
+        CHECK(score_of(&r) == a);
+        differs += a != base;
+    }
+    CHECK(differs > 0); /* the categoricals do reach the model */
+    fx_stop(&fx);
+}
