@@ -73,7 +73,8 @@ fi
 #   inproc   http_snapshot: intentd's http.c alone on one hand-built snapshot
 #   swaps    intentd learning from a replay at 2,000 events/s, snapshot.interval 100ms
 #   still    the same under the same replay with snapshot.interval 1h (one snapshot)
-# All five run round-robin while both daemons learn, so every target sees the same load.
+# One dev broker and one replay feed both daemons (two consumer groups); all five targets run
+# round-robin while both learn, so every target sees the same load.
 # cpu/req is the server process's CPU time per answer (for the daemons it includes learning).
 # Acceptance: swaps >= 0.85 x json with zero non-2xx; p99(swaps) <= 1.25 x p99(still).
 if want http; then
@@ -119,17 +120,13 @@ if want http; then
                 "$MED_P99" "$(for r in 1 2 3; do printf '%s ' "$(p99 "$T/$1.$r")"; done)" \
                 "$MED_CPU" "$BAD"
         }
-        # daemon NAME INTERVAL: a daemon learning from a looping replay at 2,000 events/s;
+        # daemon NAME INTERVAL: a daemon (consumer group NAME) learning from the dev broker;
         # sets NAME_PID and NAME_PORT.
         daemon() {
-            DAEMON_PORT=""; DAEMON_STATE="$T/$1-state"
+            DAEMON_PORT=""; DAEMON_STATE="$T/$1-state"; DAEMON_GROUP="intentd-$1"
             daemon_config "$T/$1.yaml" "snapshot.interval=$2" log_level=warn
             daemon_start "$1" "$T/$1.yaml"
             daemon_wait_healthy 60
-            wait_for 60 "[ -s '$DAEMON_STATE/embedded-brokers' ]"
-            replay_bg "$1-replay" "$T/$1.yaml" --csv tests/data/online_shoppers_intention.csv \
-                --label Revenue --direct --rate 2000 --loop
-            daemon_wait_ready 120
             eval "${1}_PID=$DAEMON_PID ${1}_PORT=$DAEMON_PORT"
         }
         BP=$(free_port); JP=$(free_port); IP=$(free_port)
@@ -140,8 +137,16 @@ if want http; then
             wait_for 30 "curl -fs -o /dev/null -d '{\"features\": {}}' \
                 http://127.0.0.1:$p/v1/predict"
         done
+        # one broker and one replay at 2,000 events/s feed both daemons (two consumer groups)
+        devbroker_start --partitions 4
         daemon swaps 100ms
         daemon still 1h
+        replay_bg replay "$T/swaps.yaml" --csv tests/data/online_shoppers_intention.csv \
+            --label Revenue --direct --rate 2000 --loop
+        for d in swaps still; do
+            eval "DAEMON_PID=\$${d}_PID DAEMON_PORT=\$${d}_PORT"
+            daemon_wait_ready 120
+        done
         sleep 2 # past the start-up burst
         v0=$(metric intentd_model_version "$swaps_PORT")
         t0=$(date +%s)
