@@ -109,6 +109,25 @@ if want http; then
                  END { print n + 0 }' "$1"
         }
         median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+        # buckets PORT: the daemon's cumulative predict-latency buckets, "le count" lines.
+        buckets() {
+            curl -fs "http://127.0.0.1:$1/metrics" |
+                sed -n 's/^intentd_predict_duration_seconds_bucket{le="\([^"]*\)"} /\1 /p'
+        }
+        # server_p99 BEFORE AFTER: the p99 (ms) of the requests between two bucket dumps,
+        # interpolated within its bucket: the server's own view, without wrk's queueing.
+        server_p99() {
+            paste -d' ' "$1" "$2" | awk '{ le[NR] = $1; c[NR] = $4 - $2 } END {
+                n = c[NR]; want = 0.99 * n; lo = 0; prev = 0
+                for (i = 1; i <= NR; i++) {
+                    if (c[i] >= want) {
+                        hi = le[i] == "+Inf" ? lo : le[i]
+                        f = c[i] > prev ? (want - prev) / (c[i] - prev) : 1
+                        printf "%.3f\n", (lo + f * (hi - lo)) * 1000; exit
+                    }
+                    lo = le[i]; prev = c[i]
+                } }'
+        }
         # summary NAME: "NAME  req/s MED  p99 MED ms  non-2xx SUM" and sets MED_RPS, MED_P99, BAD.
         summary() {
             MED_RPS=$(median $(for r in 1 2 3; do rps "$T/$1.$r"; done))
@@ -149,12 +168,14 @@ if want http; then
         done
         sleep 2 # past the start-up burst
         v0=$(metric intentd_model_version "$swaps_PORT")
+        buckets "$swaps_PORT" > "$T/swaps.h0"; buckets "$still_PORT" > "$T/still.h0"
         t0=$(date +%s)
         for r in 1 2 3; do
             run bare "$BP" $r $BPID; run json "$JP" $r $JPID; run inproc "$IP" $r $IPID
             run swaps "$swaps_PORT" $r $swaps_PID; run still "$still_PORT" $r $still_PID
         done
         v1=$(metric intentd_model_version "$swaps_PORT")
+        buckets "$swaps_PORT" > "$T/swaps.h1"; buckets "$still_PORT" > "$T/still.h1"
         sv=$(metric intentd_model_version "$still_PORT")
         swap_rate=$(awk -v a="$v0" -v b="$v1" -v s=$(( $(date +%s) - t0 )) \
             'BEGIN { printf "%.1f", (b - a) / s }')
@@ -168,6 +189,9 @@ if want http; then
         summary swaps; S_RPS=$MED_RPS; S_P99=$MED_P99; S_BAD=$BAD
         summary still; T_P99=$MED_P99; T_BAD=$BAD
         echo "snapshots: swaps daemon $swap_rate per second, still daemon at version $sv"
+        echo "server-side p99 (intentd_predict_duration_seconds, all runs): swaps" \
+            "$(server_p99 "$T/swaps.h0" "$T/swaps.h1") ms, still" \
+            "$(server_p99 "$T/still.h0" "$T/still.h1") ms"
         awk -v s="$S_RPS" -v j="$J_RPS" -v b="$B_RPS" -v i="$I_RPS" -v sp="$S_P99" -v tp="$T_P99" \
             -v bad=$((S_BAD + T_BAD)) 'BEGIN {
             printf "intentd/json %.3f (>= 0.85)  intentd/bare %.3f  inproc/json %.3f\n",
