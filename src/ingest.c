@@ -556,6 +556,7 @@ static void *ingest_main(void *arg)
     /* Role: the only thread that talks to Kafka's consumer.  Reads, validates, joins and
      * queues; puts checkpoint barriers; commits what the trainer made durable. */
     struct ingest *in = arg;
+    pthread_setname_np(pthread_self(), "ingest"); /* for top -H and per-thread CPU */
     uint64_t last_tick = 0, last_stats = 0, last_barrier = log_now_ms(), barrier_due = 0;
     int barrier_wanted = 0;
     while (!atomic_load(&in->stop)) {

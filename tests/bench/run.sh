@@ -203,4 +203,13 @@ if want http; then
     ) || status=1
 fi
 
+# ingest — the end-to-end ingest rate (issue 4): a dev broker of 16 partitions pre-filled with
+# as many events as it retains (each partition under the mock's 5 MiB), read from the start by
+# kcat (raw) and by the daemon (consumed, joined and learned), side by side in events/s with
+# the ratio.  The driver is tests/bench/ingest.sh (INGEST_FILL_MIB sets the fill per partition).
+if want ingest; then
+    echo "== ingest: 16 partitions pre-filled, kcat (raw) vs intentd (consumed, joined, learned)"
+    BUILD=$BUILD sh tests/bench/ingest.sh || status=1
+fi
+
 exit $status
