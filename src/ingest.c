@@ -25,14 +25,14 @@
 #include "event.h"
 #include "log.h"
 
-#define INGEST_POLL_MS 100
-#define INGEST_STATS_MS 250     /* counters and gauges to /metrics this often */
-#define INGEST_TICK_MS 1000     /* joiner idle-timeout tick */
-#define INGEST_HI_QUERY_MS 2000 /* while paused: ask the brokers for high watermarks */
+#define INGEST_POLL_MS             100
+#define INGEST_STATS_MS            250  /* counters and gauges to /metrics this often */
+#define INGEST_TICK_MS             1000 /* joiner idle-timeout tick */
+#define INGEST_HI_QUERY_MS         2000 /* while paused: ask the brokers for high watermarks */
 #define INGEST_HI_QUERY_TIMEOUT_MS 500
-#define INGEST_FULL_GRACE_MS 100 /* a full queue is waited on this long before pausing */
-#define INGEST_DLQ_WAIT_MS 5000 /* a due barrier waits this long for dead-letter acks */
-#define INGEST_MAX_HELD 4096 /* messages held while paused (at most one per partition) */
+#define INGEST_FULL_GRACE_MS       100  /* a full queue is waited on this long before pausing */
+#define INGEST_DLQ_WAIT_MS         5000 /* a due barrier waits this long for dead-letter acks */
+#define INGEST_MAX_HELD            4096 /* messages held while paused (at most one per partition) */
 
 struct ingest {
     const struct config *cfg;
@@ -42,18 +42,18 @@ struct ingest {
     struct stats *stats;
 
     rd_kafka_t *consumer;
-    rd_kafka_t *dlq;          /* idempotent producer for the dead-letter topic, or NULL */
+    rd_kafka_t *dlq; /* idempotent producer for the dead-letter topic, or NULL */
     rd_kafka_topic_t *dlq_topic;
     const char *topics[TOPIC_N];
 
     pthread_t thread;
     int started;
-    atomic_int stop;          /* ingest_request_stop */
+    atomic_int stop; /* ingest_request_stop */
     _Atomic uint64_t heartbeat_ms;
     _Atomic uint64_t checkpoint_interval_ms;
 
     /* ingest-thread state */
-    int64_t handed[TOPIC_N][STATS_MAX_PARTITIONS];   /* next offset handled; -1: none */
+    int64_t handed[TOPIC_N][STATS_MAX_PARTITIONS];    /* next offset handled; -1: none */
     int64_t resume_at[TOPIC_N][STATS_MAX_PARTITIONS]; /* from the checkpoint; -1: none */
     uint8_t assigned[TOPIC_N][STATS_MAX_PARTITIONS];
     int64_t hi_queried[TOPIC_N][STATS_MAX_PARTITIONS]; /* broker high watermark, -1: none */
@@ -61,11 +61,11 @@ struct ingest {
     uint64_t counters[INGEST_NCOUNTERS];
     uint64_t barrier_seq;
     int paused;
-    int dirty;                /* something was handed over since the last barrier */
+    int dirty; /* something was handed over since the last barrier */
     rd_kafka_message_t *held[INGEST_MAX_HELD]; /* consumed while paused, handled on resume */
     size_t nheld;
     size_t example_size;
-    unsigned char *example;   /* scratch example record */
+    unsigned char *example;           /* scratch example record */
     _Atomic uint64_t dlq_outstanding; /* dead-letter copies not yet acknowledged */
     struct log_ratelimit reject_rl;
     struct log_ratelimit error_rl;
@@ -73,10 +73,10 @@ struct ingest {
     /* mailbox: durable offsets from the trainer, committed by the ingest thread */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    uint64_t durable_seq;      /* highest durable barrier seq */
-    uint64_t committed_seq;    /* highest committed */
-    uint64_t failed_seq;       /* highest barrier whose checkpoint failed */
-    uint64_t retried_seq;      /* failed_seq already answered by a new barrier (ingest) */
+    uint64_t durable_seq;   /* highest durable barrier seq */
+    uint64_t committed_seq; /* highest committed */
+    uint64_t failed_seq;    /* highest barrier whose checkpoint failed */
+    uint64_t retried_seq;   /* failed_seq already answered by a new barrier (ingest) */
     struct checkpoint_offset *durable;
     size_t ndurable;
 };
@@ -100,8 +100,7 @@ static void sync_stats(struct ingest *in)
 {
     struct stats *s = in->stats;
     stats_set(&s->events_consumed[TOPIC_CLICKS], in->counters[INGEST_CONSUMED_CLICKS]);
-    stats_set(&s->events_consumed[TOPIC_TRANSACTIONS],
-              in->counters[INGEST_CONSUMED_TRANSACTIONS]);
+    stats_set(&s->events_consumed[TOPIC_TRANSACTIONS], in->counters[INGEST_CONSUMED_TRANSACTIONS]);
     for (int r = 0; r < REJECT_NREASONS; r++)
         stats_set(&s->events_rejected[r], in->counters[INGEST_REJECTED_FIRST + r]);
     struct joiner_counts jc;
@@ -149,9 +148,8 @@ static void dead_letter(struct ingest *in, const rd_kafka_message_t *m, int reas
     atomic_fetch_add(&in->dlq_outstanding, 1);
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            in->dlq, RD_KAFKA_V_RKT(in->dlq_topic),
-            RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_KEY(m->key, m->key_len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            in->dlq, RD_KAFKA_V_RKT(in->dlq_topic), RD_KAFKA_V_VALUE(m->payload, m->len),
+            RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADER("intentd-reason", stats_reject_names[reason], -1),
             RD_KAFKA_V_HEADER("intentd-source-topic", src, -1),
             RD_KAFKA_V_HEADER("intentd-source-partition", part, -1),
@@ -196,12 +194,12 @@ static void reject(struct ingest *in, const rd_kafka_message_t *m, int reason, c
     uint64_t sup;
     if (log_ratelimit_ok(&in->reject_rl, &sup)) {
         if (sup)
-            LOG(LOG_WARN, "ingest", "%" PRIu64 " more rejections were not logged (at most %u "
+            LOG(LOG_WARN, "ingest",
+                "%" PRIu64 " more rejections were not logged (at most %u "
                 "lines per %" PRIu64 " s; intentd_events_rejected_total counts them all)",
                 sup, in->reject_rl.burst, in->reject_rl.period_ms / 1000);
-        LOG(LOG_WARN, "ingest", "rejected %s[%d]@%" PRId64 " (%s): %s",
-            rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset,
-            stats_reject_names[reason], why);
+        LOG(LOG_WARN, "ingest", "rejected %s[%d]@%" PRId64 " (%s): %s", rd_kafka_topic_name(m->rkt),
+            (int)m->partition, m->offset, stats_reject_names[reason], why);
     }
     dead_letter(in, m, reason);
 }
@@ -211,7 +209,8 @@ static void reject_log_flush(struct ingest *in, uint64_t now)
 {
     struct log_ratelimit *rl = &in->reject_rl;
     if (rl->suppressed == 0 || now - rl->window_start_ms < rl->period_ms) return;
-    LOG(LOG_WARN, "ingest", "%" PRIu64 " more rejections were not logged (at most %u lines "
+    LOG(LOG_WARN, "ingest",
+        "%" PRIu64 " more rejections were not logged (at most %u lines "
         "per %" PRIu64 " s; intentd_events_rejected_total counts them all)",
         rl->suppressed, rl->burst, rl->period_ms / 1000);
     rl->suppressed = 0;
@@ -230,8 +229,7 @@ static void handle_message(struct ingest *in, rd_kafka_message_t *m)
     char why[256];
     uint32_t unknown = 0;
     int reason = event_parse(in->cfg, in->f, (enum stats_topic)t, m->payload, m->len, kafka_ts,
-                             (int64_t)log_wall_ms(), &ev, in->example, &unknown, why,
-                             sizeof why);
+                             (int64_t)log_wall_ms(), &ev, in->example, &unknown, why, sizeof why);
     in->counters[INGEST_UNKNOWN_FEATURES] += unknown;
     if (unknown) stats_add(&in->stats->unknown_features, unknown);
     if (reason >= 0) {
@@ -286,13 +284,12 @@ static void on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts)
             /* Offsets the broker no longer has (retention, a recreated topic, an embedded
              * broker's restart) are never skipped silently: count, log, resume earliest. */
             int64_t lo = -1, hi = -1;
-            rd_kafka_resp_err_t err =
-                rd_kafka_query_watermark_offsets(in->consumer, tp->topic, tp->partition, &lo,
-                                                 &hi, 5000);
+            rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+                in->consumer, tp->topic, tp->partition, &lo, &hi, 5000);
             if (err == RD_KAFKA_RESP_ERR_NO_ERROR && (want < lo || want > hi)) {
                 LOG(LOG_WARN, "ingest",
-                    "%s[%d]: offset %" PRId64 " is not on the broker (it has %" PRId64
-                    "..%" PRId64 "); the model is kept, resuming from the earliest offset",
+                    "%s[%d]: offset %" PRId64 " is not on the broker (it has %" PRId64 "..%" PRId64
+                    "); the model is kept, resuming from the earliest offset",
                     tp->topic, p, want, lo, hi);
                 stats_add(&in->stats->offset_resets[t][p], 1);
                 want = lo;
@@ -477,8 +474,8 @@ static void update_lag(struct ingest *in, uint64_t now)
             lo = hi = -1;
         if (query) {
             int64_t qlo, qhi;
-            if (rd_kafka_query_watermark_offsets(in->consumer, tp->topic, tp->partition, &qlo,
-                                                 &qhi, INGEST_HI_QUERY_TIMEOUT_MS) == 0)
+            if (rd_kafka_query_watermark_offsets(in->consumer, tp->topic, tp->partition, &qlo, &qhi,
+                                                 INGEST_HI_QUERY_TIMEOUT_MS) == 0)
                 in->hi_queried[t][p] = qhi;
             else
                 query = 0;
@@ -505,8 +502,7 @@ static void handle_or_hold(struct ingest *in, rd_kafka_message_t *m)
      * fetches it again after the resume.  A queue that is full only for a moment (a burst
      * of examples from one watermark move, which the trainer eats in a millisecond) is
      * waited on briefly instead; a trainer that stays behind makes ingest pause. */
-    if (!in->paused &&
-        (queue_has_room(in) || queue_wait_space(in->q, INGEST_FULL_GRACE_MS) == 0)) {
+    if (!in->paused && (queue_has_room(in) || queue_wait_space(in->q, INGEST_FULL_GRACE_MS) == 0)) {
         handle_message(in, m);
         rd_kafka_message_destroy(m);
         return;
@@ -562,7 +558,8 @@ static void *ingest_main(void *arg)
     while (!atomic_load(&in->stop)) {
         uint64_t now = log_now_ms();
         atomic_store(&in->heartbeat_ms, now);
-        if (in->nheld) drain_held(in);
+        if (in->nheld)
+            drain_held(in);
         else if (in->paused && queue_below_low_water(in->q))
             set_paused(in, 0);
 
@@ -612,7 +609,8 @@ static void *ingest_main(void *arg)
             now - barrier_due >= INGEST_DLQ_WAIT_MS) {
             uint64_t sup;
             if (log_ratelimit_ok(&in->error_rl, &sup))
-                LOG(LOG_WARN, "ingest", "checkpoint skipped: %" PRIu64 " dead-letter copies "
+                LOG(LOG_WARN, "ingest",
+                    "checkpoint skipped: %" PRIu64 " dead-letter copies "
                     "unacknowledged for %d s (is %s writable?)",
                     (uint64_t)atomic_load(&in->dlq_outstanding), INGEST_DLQ_WAIT_MS / 1000,
                     in->cfg->kafka.dead_letter_topic);
@@ -637,7 +635,8 @@ static void *ingest_main(void *arg)
         for (int i = 0; i < 300 && atomic_load(&in->dlq_outstanding) > 0; i++)
             rd_kafka_poll(in->dlq, 100);
         if (atomic_load(&in->dlq_outstanding) > 0)
-            LOG(LOG_WARN, "ingest", "stopping with %" PRIu64 " dead-letter copies in flight; "
+            LOG(LOG_WARN, "ingest",
+                "stopping with %" PRIu64 " dead-letter copies in flight; "
                 "their messages are read again at the next start",
                 (uint64_t)atomic_load(&in->dlq_outstanding));
     }
@@ -658,7 +657,8 @@ static void *ingest_main(void *arg)
         if (ok)
             commit_durable(in, 1);
         else
-            LOG(LOG_WARN, "ingest", "the final checkpoint did not become durable; offsets "
+            LOG(LOG_WARN, "ingest",
+                "the final checkpoint did not become durable; offsets "
                 "stay at the previous checkpoint");
     }
     sync_stats(in);
@@ -668,8 +668,7 @@ static void *ingest_main(void *arg)
 
 /* ---- life cycle ---- */
 
-static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, char *err,
-                    size_t errlen)
+static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t errlen)
 {
     char e[512];
     if (rd_kafka_conf_set(conf, k, v, e, sizeof e) != RD_KAFKA_CONF_OK) {
@@ -699,8 +698,9 @@ static rd_kafka_conf_t *make_conf(const struct config *cfg, const char *brokers,
     };
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
         if (consumer && strcmp(defaults[i][0], "message.timeout.ms") == 0) continue;
-        if (!consumer && (strstr(defaults[i][0], "session") || strstr(defaults[i][0], "heartbeat") ||
-                          strstr(defaults[i][0], "fetch") || strstr(defaults[i][0], "queued.max.messages")))
+        if (!consumer &&
+            (strstr(defaults[i][0], "session") || strstr(defaults[i][0], "heartbeat") ||
+             strstr(defaults[i][0], "fetch") || strstr(defaults[i][0], "queued.max.messages")))
             continue;
         if (set_conf(conf, defaults[i][0], defaults[i][1], err, errlen)) goto fail;
     }
@@ -708,8 +708,8 @@ static rd_kafka_conf_t *make_conf(const struct config *cfg, const char *brokers,
         const char *k = cfg->kafka.properties[i].key;
         /* consumer-only or producer-only keys are skipped for the other client */
         char e[512];
-        rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, k, cfg->kafka.properties[i].value, e,
-                                                  sizeof e);
+        rd_kafka_conf_res_t r =
+            rd_kafka_conf_set(conf, k, cfg->kafka.properties[i].value, e, sizeof e);
         if (r == RD_KAFKA_CONF_INVALID) {
             snprintf(err, errlen, "kafka.properties.%s: %s", k, e);
             goto fail;
@@ -739,7 +739,10 @@ fail:
 static void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    LOG(level <= 3 ? LOG_ERROR : level <= 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG,
+    LOG(level <= 3   ? LOG_ERROR
+        : level <= 4 ? LOG_WARN
+        : level <= 6 ? LOG_INFO
+                     : LOG_DEBUG,
         "kafka", "%s: %s", fac, buf);
 }
 
@@ -815,8 +818,7 @@ struct ingest *ingest_new(const struct config *cfg, const char *brokers, struct 
 
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(subs, cfg->kafka.clicks_topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_topic_partition_list_add(subs, cfg->kafka.transactions_topic,
-                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(subs, cfg->kafka.transactions_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t rerr = rd_kafka_subscribe(in->consumer, subs);
     rd_kafka_topic_partition_list_destroy(subs);
     if (rerr) {

@@ -35,7 +35,8 @@ note "filling $PARTS partitions to ${FILL_MIB} MiB of click events each"
 /usr/bin/python3 - "$TOP/tests/data/online_shoppers_intention.csv" "$T/d.yaml" \
     "$FILL_MIB" "$PARTS" "$T/events.jsonl" << 'EOF' || fail "generating the events"
 import csv, json, sys, time, yaml
-src, cfgp, fill_mib, parts, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+src, cfgp, out = sys.argv[1], sys.argv[2], sys.argv[5]
+fill_mib, parts = float(sys.argv[3]), int(sys.argv[4])
 schema = yaml.safe_load(open(cfgp))["features"]
 rows = list(csv.DictReader(open(src)))
 def typed(col, v):
@@ -81,7 +82,8 @@ print("%d clicks (%.0f bytes each) and %d transactions" % (c, sample, t))
 EOF
 replay_run fill "$T/d.yaml" --jsonl "$T/events.jsonl"
 TOTAL=$(sed -n 's/.*delivered \([0-9]*\) events (.*/\1/p' "$T/fill.log" | tail -1)
-[ "$TOTAL" -eq "$(wc -l < "$T/events.jsonl")" ] || fail "delivered $TOTAL of $(wc -l < "$T/events.jsonl")"
+LINES=$(wc -l < "$T/events.jsonl")
+[ "$TOTAL" -eq "$LINES" ] || fail "delivered $TOTAL of $LINES"
 rm -f "$T/events.jsonl"
 
 note "kcat: both topics from the beginning to the end, raw"
@@ -95,8 +97,8 @@ wait $k2 || fail "kcat $TXNS"
 t1=$(now_ms)
 KCAT_N=$(cat "$T/kc.clicks" "$T/kc.txns" | wc -l)
 [ "$KCAT_N" -eq "$TOTAL" ] || fail "kcat read $KCAT_N of $TOTAL (retention dropped some?)"
-MAXP=$(awk '{ b[$1] += $2 } END { for (p in b) if (b[p] > m) m = b[p]; printf "%.2f", m / 1048576 }' \
-    "$T/kc.clicks")
+MAXP=$(awk '{ b[$1] += $2 }
+    END { for (p in b) if (b[p] > m) m = b[p]; printf "%.2f", m / 1048576 }' "$T/kc.clicks")
 KCAT_MS=$((t1 - t0))
 
 note "intentd: the same from the start, consumed, joined and learned"
@@ -138,7 +140,8 @@ awk -v n="$TOTAL" -v km="$KCAT_MS" -v lm="$LEARN_MS" -v cm="$CONS_MS" -v tr="$la
     printf "%-34s %10.0f events/s  (%.2f s)\n", "kcat, raw read:", n / (km / 1000), km / 1000
     printf "%-34s %10.0f events/s  (%.2f s)\n", "intentd, consumed and joined:",
         n / (cm / 1000), cm / 1000
-    printf "%-34s %10.0f events/s  (%.2f s; %d examples learned, %.0f/s, %d+ %d-, replay_ratio %s)\n",
+    printf "%-34s %10.0f events/s  (%.2f s; %d examples learned, %.0f/s, %d+ %d-, " \
+        "replay_ratio %s)\n",
         "intentd, consumed/joined/learned:", n / (lm / 1000), lm / 1000, tr, tr / (lm / 1000),
         pos, neg, rr
     printf "ratio intentd (learned) / kcat: %.3f; intentd (consumed) / kcat: %.3f\n",

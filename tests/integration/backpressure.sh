@@ -37,24 +37,26 @@ held_back() {
         curl -fs "$(ld_url /metrics)" > "$T/m.txt" || fail "scrape"
         p=$(awk '$1 == "intentd_ingest_paused" { print $2 }' "$T/m.txt")
         q=$(awk '$1 == "intentd_queue_examples" { print $2 }' "$T/m.txt")
-        lag=$(awk '$1 ~ /^intentd_kafka_consumer_lag\{/ && $2 > 0 { s += $2 } END { print s + 0 }' \
-            "$T/m.txt")
+        lag=$(awk '$1 ~ /^intentd_kafka_consumer_lag\{/ && $2 > 0 { s += $2 }
+            END { print s + 0 }' "$T/m.txt")
         [ "$p" = 1 ] && seen_paused=1
         [ "$q" -gt "$max_q" ] && max_q=$q
         [ "$lag" -gt "$max_lag" ] && max_lag=$lag
         [ $seen_paused = 1 ] && [ "$max_q" -ge $CAP ] && [ "$max_lag" -gt 0 ] && break
         [ "$(date +%s)" -ge "$deadline" ] &&
-            fail "while held: paused seen $seen_paused, max queue $max_q (cap $CAP), max lag $max_lag"
+            fail "while held: paused seen $seen_paused, max queue $max_q (cap $CAP)," \
+                "max lag $max_lag"
         sleep 0.1
     done
     sleep 2 # held for a while longer: ingest must not read on
     curl -fs "$(ld_url /metrics)" > "$T/m.txt"
-    consumed=$(awk '$1 ~ /^intentd_events_consumed_total\{/ { s += $2 } END { print s + 0 }' "$T/m.txt")
+    consumed=$(awk '$1 ~ /^intentd_events_consumed_total\{/ { s += $2 } END { print s + 0 }' \
+        "$T/m.txt")
     trained=$(awk '$1 == "intentd_examples_trained_total" { print $2 }' "$T/m.txt")
     q=$(awk '$1 == "intentd_queue_examples" { print $2 }' "$T/m.txt")
     lag=$(awk '$1 ~ /^intentd_kafka_consumer_lag\{/ { s += $2 } END { print s + 0 }' "$T/m.txt")
-    echo "held back: paused 1, queue $q (max $max_q, capacity $CAP), lag $lag, consumed $consumed" \
-        "of $1, trained $trained"
+    echo "held back: paused 1, queue $q (max $max_q, capacity $CAP), lag $lag," \
+        "consumed $consumed of $1, trained $trained"
     [ "$(awk '$1 == "intentd_ingest_paused" { print $2 }' "$T/m.txt")" = 1 ] || fail "not paused"
     [ "$consumed" -lt "$1" ] || fail "ingest read all $consumed of $1 with a full queue"
     [ "$lag" -gt 0 ] && [ $((consumed + lag)) -eq "$1" ] ||
@@ -63,6 +65,16 @@ held_back() {
     [ "$q" -le $((CAP + 1000)) ] || fail "queue $q far beyond its capacity $CAP"
 }
 held_back "$D"
+
+# wait_paused_0: until intentd_ingest_paused reads 0 (within 10 s).
+wait_paused_0() {
+    deadline=$(( $(date +%s) + 10 ))
+    until [ "$(metric intentd_ingest_paused)" = 0 ]; do
+        [ "$(date +%s)" -ge "$deadline" ] &&
+            fail "intentd_ingest_paused still $(metric intentd_ingest_paused)"
+        sleep 0.2
+    done
+}
 
 note "trainer resumed (SIGUSR2): every example is learned, the gauges fall back"
 kill -USR2 "$DAEMON_PID"
@@ -78,7 +90,7 @@ echo "trained $tr, positive $pos, negative $neg, pending $pend"
 [ "$(metric_sum intentd_events_consumed_total)" = "$D" ] || fail "consumed != delivered"
 [ "$(metric intentd_queue_examples)" = 0 ] || fail "queue not empty"
 [ "$(metric_sum intentd_kafka_consumer_lag)" = 0 ] || fail "lag after draining"
-wait_for 10 "[ \"\$(curl -fs '$(ld_url /metrics)' | awk '\$1 == \"intentd_ingest_paused\" { print \$2 }')\" = 0 ]"
+wait_paused_0
 
 note "held back again: directly labelled events (straight into the queue) pause it again"
 kill -USR1 "$DAEMON_PID"
@@ -94,7 +106,7 @@ tr2=$(daemon_wait_drained 180)
 [ "$(metric_sum intentd_events_consumed_total)" = $((D + 3000)) ] || fail "consumed != delivered"
 [ "$(metric intentd_queue_examples)" = 0 ] || fail "queue not empty"
 [ "$(metric_sum intentd_kafka_consumer_lag)" = 0 ] || fail "lag after draining"
-wait_for 10 "[ \"\$(curl -fs '$(ld_url /metrics)' | awk '\$1 == \"intentd_ingest_paused\" { print \$2 }')\" = 0 ]"
+wait_paused_0
 pauses=$(grep -c 'ingest: paused partitions' "$DAEMON_LOG")
 resumes=$(grep -c 'ingest: resumed partitions' "$DAEMON_LOG")
 echo "ingest paused $pauses times, resumed $resumes times"

@@ -65,14 +65,17 @@ while :; do
     kcat -b "$BROKER_BS" -C -t "$DLQ" -o beginning -e -q -J -X fetch.message.max.bytes=2000000 \
         > "$T/dlq.json" 2> "$T/dlq.err"
     [ "$(wc -l < "$T/dlq.json")" -ge 11 ] && break
-    [ "$(date +%s)" -ge "$deadline" ] && fail "dead-letter topic: $(wc -l < "$T/dlq.json") messages"
+    [ "$(date +%s)" -ge "$deadline" ] &&
+        fail "dead-letter topic: $(wc -l < "$T/dlq.json") messages"
     sleep 0.5
 done
 # And the headers, as kcat's own %h format prints them (name=value,...).
 kcat -b "$BROKER_BS" -C -t "$DLQ" -o beginning -e -q -f '%h\n' > "$T/dlq.h" ||
     fail "kcat -f %h"
-grep -c 'intentd-reason=too_large,intentd-source-topic=intentd.clicks,intentd-source-partition=1,intentd-source-offset=9' \
-    "$T/dlq.h" | grep -qx 1 || fail "no %h line for the too_large copy: $(cut -c1-200 "$T/dlq.h")"
+H='intentd-reason=too_large,intentd-source-topic=intentd.clicks'
+H="$H,intentd-source-partition=1,intentd-source-offset=9"
+grep -c "$H" "$T/dlq.h" | grep -qx 1 ||
+    fail "no %h line for the too_large copy: $(cut -c1-200 "$T/dlq.h")"
 /usr/bin/python3 - "$T/dlq.json" "$T/bad.txt" "$T/junk.bin" "$expect_reasons" \
     << 'EOF' || fail "dead-letter contents"
 import json, sys
@@ -108,8 +111,7 @@ daemon_wait_metric intentd_examples_trained_total 600 60
 tr=$(daemon_wait_drained 60)
 [ "$tr" = 600 ] || fail "trained $tr, want 600 (every valid event)"
 [ "$(metric_sum intentd_events_rejected_total)" = 11 ] || fail "valid events rejected"
-p1=$(curl -fs "$(ld_url /metrics)" |
-    awk '$1 == "intentd_kafka_consumer_lag{topic=\"intentd.clicks\",partition=\"1\"}" { print $2 }')
+p1=$(metric 'intentd_kafka_consumer_lag{topic="intentd.clicks",partition="1"}')
 [ "$p1" = 0 ] || fail "lag on the poisoned partition 1: '$p1'"
 daemon_wait_ready 60
 

@@ -55,7 +55,8 @@ until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do
     sleep 0.2
 done
 t_ready=$(date +%s)
-echo "/readyz 200 $((t_ready - t_daemon)) s after the daemon started ($((t_ready - t0)) s after make run)"
+echo "/readyz 200 $((t_ready - t_daemon)) s after the daemon started" \
+    "($((t_ready - t0)) s after make run)"
 grep -q 'Score: *curl' "$T/make.log" || fail "make run did not print the curl example"
 
 note "the README's curl example returns a score"
@@ -70,7 +71,8 @@ for block in re.findall(r"```sh\n(.*?)```", text, re.S):
 sys.exit("no curl example for /v1/predict in README.md")
 EOF
     fail "README.md has no curl example"
-sh "$T/readme-curl.sh" > "$T/score.json" || fail "the README's curl failed: $(cat "$T/readme-curl.sh")"
+sh "$T/readme-curl.sh" > "$T/score.json" ||
+    fail "the README's curl failed: $(cat "$T/readme-curl.sh")"
 /usr/bin/python3 - "$T/score.json" << 'EOF' || fail "not a score: $(cat "$T/score.json")"
 import json, sys
 r = json.load(open(sys.argv[1]))

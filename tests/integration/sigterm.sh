@@ -19,7 +19,8 @@ replay_bg r1 "$T/d.yaml" --csv "$CSV" --label Revenue --rate 800
 daemon_wait_metric intentd_events_consumed_total 3000 120
 kill -0 "$REPLAY_PID" 2> /dev/null || fail "the replay ended before the SIGTERM; test is moot"
 before=$(metric_sum intentd_events_consumed_total)
-daemon_stop $STOP_BOUND || fail "intentd did not exit 0 within $STOP_BOUND s of SIGTERM: $DAEMON_RC"
+daemon_stop $STOP_BOUND ||
+    fail "intentd did not exit 0 within $STOP_BOUND s of SIGTERM: $DAEMON_RC"
 stopped=$(sed -n 's/.*main: \(stopped in .*\)/\1/p' "$DAEMON_LOG")
 echo "exit 0 after ${DAEMON_STOP_SECS}s (bound ${STOP_BOUND}s; the log: $stopped)," \
     "having consumed >= $before events"
@@ -27,7 +28,8 @@ grep -q 'main: SIGTERM: stopping' "$DAEMON_LOG" || fail "no SIGTERM line in the 
 grep -q 'main: stopped in ' "$DAEMON_LOG" || fail "the log does not say it stopped"
 grep -q 'did not become durable' "$DAEMON_LOG" && fail "the final checkpoint was not durable"
 [ -n "$(checkpoint_newest "$T/state")" ] || fail "no checkpoint in the state folder"
-kill -0 "$REPLAY_PID" 2> /dev/null || fail "the replay ended while the daemon stopped; test is moot"
+kill -0 "$REPLAY_PID" 2> /dev/null ||
+    fail "the replay ended while the daemon stopped; test is moot"
 
 note "restart on the same state while the replay goes on"
 daemon_start d2 "$T/d.yaml"
