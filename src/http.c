@@ -1,10 +1,12 @@
 /* http.c — see http.h.
  *
  * Request flow (libmicrohttpd's access handler is called several times per request):
- *   1st call  — headers only: route, method, Content-Length cap; GET routes answer here.
+ *   1st call  — headers only: route, and a declared Content-Length over http.max_body is
+ *               answered 413 at once (libmicrohttpd then closes the connection).
  *   n calls   — body chunks for POST /v1/predict, copied into the connection's buffer up to
- *               http.max_body.
- *   last call — upload_data_size == 0: parse, score, answer.
+ *               http.max_body (other routes' bodies are dropped).
+ *   last call — upload_data_size == 0: every other answer, so keep-alive connections stay
+ *               open (an answer queued on the 1st call makes libmicrohttpd close them).
  * The per-request context is the per-connection one (made when the connection opens, freed
  * when it closes), so keep-alive requests reuse its buffer and allocate nothing.
  */
