@@ -4,8 +4,10 @@
  * (minibatches by size, or after training.max_batch_wait), publishes a snapshot each
  * snapshot.interval once snapshot.min_examples were learned (gated on the holdout), and
  * at every barrier from ingest writes a checkpoint — the learner, the joiner state and
- * offsets the barrier carries, the counters and the served snapshot — then reports the
- * offsets as durable so that ingest commits them.
+ * offsets the barrier carries, the counters and the served snapshot (first published anew
+ * when the model changed since the last one and the gate takes it, so the checkpoint's
+ * snapshot is the model at the cut) — then reports the offsets as durable so that ingest
+ * commits them.
  *
  * Serving never sees the learner: it reads the snapshot slot only.
  */

@@ -269,6 +269,9 @@ static void *trainer_main(void *arg)
             struct ingest_barrier *b = payload; /* ours now */
             if (!b) continue;
             update_metrics(t, now);
+            /* The checkpoint's snapshot is the model at the cut (when the gate takes it), so
+             * a restart serves what was served last rather than one from an interval ago. */
+            maybe_snapshot(t, now, 1);
             int rc = write_checkpoint(t, b);
             if (t->p.durable) t->p.durable(t->p.durable_ctx, b->seq, rc == 0, b->offsets,
                                            b->noffsets);
