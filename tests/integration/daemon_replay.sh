@@ -60,6 +60,15 @@ while [ -z "$t_ready" ]; do
 done
 echo "first snapshot: /readyz 200 $((t_ready - t_first)) ms after the first event was" \
     "consumed ($((t_ready - t_replay)) ms after the replay started, the group join included)"
+# The daemon's own view: from its partition assignment (the events were already waiting in
+# the broker) to its "first snapshot published" line.
+log_ms() {
+    ts=$(echo "$1" | cut -c1-23)
+    echo $(( $(date -u -d "${ts%.*}" +%s) * 1000 + 1${ts#*.} - 1000 ))
+}
+a_ms=$(log_ms "$(grep -m1 'ingest: assigned ' "$DAEMON_LOG")")
+s_ms=$(log_ms "$(grep -m1 'trainer: first snapshot published' "$DAEMON_LOG")")
+echo "first snapshot: published $((s_ms - a_ms)) ms after the partition assignment (log times)"
 trained=$(model_field trained_examples)
 [ -n "$trained" ] && [ "$trained" -ge "$MIN_EXAMPLES" ] ||
     fail "the first snapshot has $trained trained examples, fewer than min_examples $MIN_EXAMPLES"

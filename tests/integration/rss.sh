@@ -6,7 +6,10 @@
 # the first loop: the replay reservoir (training.replay_capacity 65536 by default fills over
 # five loops; 8192 here) and the pending-label table (labels.window 200ms: with --loop the
 # replay's event time follows the wall clock, so a 30-minute window would grow the table for
-# 30 minutes).  A slow test (about a minute): skipped in sanitizer passes.
+# 30 minutes).  The buffers whose fill follows a momentary backlog on a loaded machine are
+# kept small too (training.queue_capacity 4096, librdkafka's queued.max.messages.kbytes
+# 4096): a trainer that falls a few seconds behind must not pass for growth.  A slow test
+# (about a minute): skipped in sanitizer passes.
 . tests/integration/lib_daemon.sh
 slow_test
 ld_init
@@ -19,7 +22,8 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status"; }
 
 devbroker_start --partitions 16
 daemon_config "$T/d.yaml" labels.window=200ms labels.allowed_lateness=100ms \
-    training.replay_capacity=8192 checkpoint.interval=2s
+    training.replay_capacity=8192 checkpoint.interval=2s training.queue_capacity=4096 \
+    "kafka.properties={queued.max.messages.kbytes: '4096'}"
 daemon_start d1 "$T/d.yaml"
 daemon_wait_healthy 60
 wait_for 60 "[ \$(grep -c 'ingest: assigned ' '$DAEMON_LOG') -ge 32 ]"
