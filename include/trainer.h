@@ -30,15 +30,15 @@ typedef void (*trainer_durable_fn)(void *ctx, uint64_t seq, int ok,
 
 struct trainer_params {
     const struct config *cfg;
-    struct learner *learner;      /* owned by the trainer thread from trainer_start on */
+    struct learner *learner; /* owned by the trainer thread from trainer_start on */
     struct queue *queue;
-    struct snapshot_slot *slot;   /* where snapshots are published */
+    struct snapshot_slot *slot; /* where snapshots are published */
     struct stats *stats;
     struct checkpoint_store *store; /* NULL: no checkpoints (tests) */
     trainer_durable_fn durable;
     void *durable_ctx;
-    uint64_t version;             /* the last version served (0: none yet) */
-    const char *state_dir;        /* for the version high-water file; NULL: none */
+    uint64_t version;      /* the last version served (0: none yet) */
+    const char *state_dir; /* for the version high-water file; NULL: none */
 };
 
 struct trainer;

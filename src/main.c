@@ -29,9 +29,9 @@
 #include "stats.h"
 #include "trainer.h"
 
-#define EXIT_USAGE 2
-#define EMBEDDED_PARTITIONS 4      /* partitions of each topic of the embedded broker */
-#define STATUS_INTERVAL_MS 10000  /* the periodic status line */
+#define EXIT_USAGE          2
+#define EMBEDDED_PARTITIONS 4     /* partitions of each topic of the embedded broker */
+#define STATUS_INTERVAL_MS  10000 /* the periodic status line */
 
 struct options {
     const char *config_path; /* -c FILE */
@@ -133,13 +133,13 @@ struct intentd {
     struct joiner *joiner;
     struct queue *queue;
     struct snapshot_slot slot;
-    struct broker *broker;       /* kafka.brokers: embedded */
+    struct broker *broker; /* kafka.brokers: embedded */
     char brokers[4096];
     struct http *http;
     struct ingest *ingest;
     struct trainer *trainer;
     struct notify_watchdog *watchdog;
-    uint64_t served_version;     /* restored from the checkpoint */
+    uint64_t served_version; /* restored from the checkpoint */
     struct checkpoint_offset *resume_offsets;
     size_t nresume;
     uint64_t resume_counters[INGEST_NCOUNTERS];
@@ -180,7 +180,8 @@ static int restore(struct intentd *d)
     if (checkpoint_get(cp, "learner", &data, &len) == 0 &&
         learner_load(d->learner, data, len, err, sizeof err) != 0) {
         /* err names the difference and says how to start afresh */
-        LOG(LOG_ERROR, "main", "refusing to start: checkpoint %s/checkpoint-%020" PRIu64
+        LOG(LOG_ERROR, "main",
+            "refusing to start: checkpoint %s/checkpoint-%020" PRIu64
             ".ck does not fit this configuration: %s",
             d->cfg->state_dir, checkpoint_seq(cp), err);
         checkpoint_free(cp);
@@ -216,8 +217,8 @@ static int restore(struct intentd *d)
                     .progressive = s->progressive,
                     .holdout = s->holdout,
                 };
-                struct snapshot *n = snapshot_new(s->features, &s->shape, s->params, s->mean,
-                                                  s->inv_std, &meta);
+                struct snapshot *n =
+                    snapshot_new(s->features, &s->shape, s->params, s->mean, s->inv_std, &meta);
                 snapshot_release(s);
                 s = n;
             }
@@ -231,8 +232,10 @@ static int restore(struct intentd *d)
                 snapshot_slot_publish(&d->slot, s);
             }
         } else {
-            LOG(LOG_WARN, "main", "the checkpoint's snapshot does not decode (%s); serving "
-                "starts with the next one", err);
+            LOG(LOG_WARN, "main",
+                "the checkpoint's snapshot does not decode (%s); serving "
+                "starts with the next one",
+                err);
         }
     }
     d->served_version = published;
@@ -246,8 +249,7 @@ static int restore(struct intentd *d)
     return 0;
 }
 
-static void on_durable(void *ctx, uint64_t seq, int ok, const struct checkpoint_offset *o,
-                       size_t n)
+static void on_durable(void *ctx, uint64_t seq, int ok, const struct checkpoint_offset *o, size_t n)
 {
     struct intentd *d = ctx;
     ingest_durable(d->ingest, seq, ok, o, n);
@@ -323,8 +325,8 @@ static int start(struct intentd *d)
         .noffsets = d->nresume,
         .counters = d->have_counters ? d->resume_counters : NULL,
     };
-    d->ingest = ingest_new(cfg, d->brokers, d->queue, d->joiner, f, &d->stats, &resume, err,
-                           sizeof err);
+    d->ingest =
+        ingest_new(cfg, d->brokers, d->queue, d->joiner, f, &d->stats, &resume, err, sizeof err);
     if (!d->ingest) {
         LOG(LOG_ERROR, "main", "cannot start the Kafka consumer: %s", err);
         return 1;
@@ -347,8 +349,8 @@ static int start(struct intentd *d)
         return 1;
     }
     LOG(LOG_INFO, "main", "intentd %s serving on http://%s, consuming %s and %s from %s",
-        INTENTD_VERSION, cfg->http.listen, cfg->kafka.clicks_topic,
-        cfg->kafka.transactions_topic, d->brokers);
+        INTENTD_VERSION, cfg->http.listen, cfg->kafka.clicks_topic, cfg->kafka.transactions_topic,
+        d->brokers);
     /* READY: HTTP listens and the consumer is subscribed; the group join and a first model
      * come later (/readyz tells the latter). */
     notify_send("READY=1");
@@ -398,8 +400,10 @@ static void reload(struct intentd *d)
     } else {
         LOG(LOG_INFO, "main", "reload: %s", diff);
         if (restart > 0)
-            LOG(LOG_WARN, "main", "reload: %d changed setting(s) take effect only after a "
-                "restart; the running values stay", restart);
+            LOG(LOG_WARN, "main",
+                "reload: %d changed setting(s) take effect only after a "
+                "restart; the running values stay",
+                restart);
     }
     apply_live(d->cfg, n);
     log_set_level((enum log_level)d->cfg->log_level);
@@ -424,8 +428,7 @@ static void status_line(struct intentd *d, uint64_t *prev_events, uint64_t *prev
     struct snapshot *snap = snapshot_slot_acquire(&d->slot);
     LOG(LOG_INFO, "status",
         "events/s %.0f, examples/s %.0f, queue %" PRIu64 ", pending labels %" PRIu64
-        ", trained %" PRIu64 ", progressive AUC %.4f logloss %.4f, model version %" PRIu64
-        "%s",
+        ", trained %" PRIu64 ", progressive AUC %.4f logloss %.4f, model version %" PRIu64 "%s",
         secs > 0 ? (double)(ev - *prev_events) / secs : 0.0,
         secs > 0 ? (double)(ex - *prev_examples) / secs : 0.0, stats_get(&s->queue_examples),
         stats_get(&s->pending_labels), ex, stats_get_double(&s->progressive_auc),
@@ -507,7 +510,7 @@ static int stop(struct intentd *d)
     d->watchdog = notify_watchdog_free(d->watchdog);
     trainer_set_stalled(d->trainer, 0);
     ingest_request_stop(d->ingest);
-    ingest_join(d->ingest);  /* after the final checkpoint is durable and committed */
+    ingest_join(d->ingest); /* after the final checkpoint is durable and committed */
     queue_close(d->queue);
     trainer_join(d->trainer);
     d->http = http_free(d->http);

@@ -33,8 +33,8 @@ struct trainer_settings {
 struct trainer {
     struct trainer_params p;
     size_t example_size;
-    size_t batch_cap;   /* examples popped at once */
-    void *batch;        /* (batch_cap, example_size) pop buffer */
+    size_t batch_cap; /* examples popped at once */
+    void *batch;      /* (batch_cap, example_size) pop buffer */
 
     pthread_t thread;
     int started;
@@ -47,11 +47,11 @@ struct trainer {
 
     /* trainer-thread state */
     struct trainer_settings s;
-    struct snapshot *served;     /* our reference to what the slot serves */
-    uint64_t version;            /* the last published version */
+    struct snapshot *served;        /* our reference to what the slot serves */
+    uint64_t version;               /* the last published version */
     uint64_t last_snapshot_trained; /* examples_trained at the last candidate */
     uint64_t last_snapshot_ms;
-    uint64_t partial_since_ms;   /* when the partial minibatch got its first example */
+    uint64_t partial_since_ms; /* when the partial minibatch got its first example */
     uint64_t last_metrics_ms;
 };
 
@@ -273,8 +273,8 @@ static void *trainer_main(void *arg)
              * a restart serves what was served last rather than one from an interval ago. */
             maybe_snapshot(t, now, 1);
             int rc = write_checkpoint(t, b);
-            if (t->p.durable) t->p.durable(t->p.durable_ctx, b->seq, rc == 0, b->offsets,
-                                           b->noffsets);
+            if (t->p.durable)
+                t->p.durable(t->p.durable_ctx, b->seq, rc == 0, b->offsets, b->noffsets);
             int final = b->final;
             ingest_barrier_free(b);
             if (final) break;
