@@ -33,6 +33,7 @@ grep -q "^state_dir: $T/state" "$T/dev.yaml" && grep -q "listen: 127.0.0.1:$PORT
 note "make run (CONFIG=$T/dev.yaml) in a process group of its own"
 # A background job of a non-interactive shell ignores SIGINT (POSIX), and so would make and
 # everything under it: start make as a terminal would, as a group leader with SIGINT default.
+# SAN (not BUILD) is passed on, so the Makefile picks the build folder with matching flags.
 t0=$(date +%s)
 CONFIG="$T/dev.yaml" /usr/bin/python3 -c '
 import os, signal, sys
@@ -40,7 +41,7 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 os.setpgid(0, 0)
 os.execvp("make", ["make", "--no-print-directory", "-C", sys.argv[1], "run",
-                   "BUILD=" + sys.argv[2]])' "$TOP" "$BUILD" > "$T/make.log" 2>&1 &
+                   "SAN=" + sys.argv[2]])' "$TOP" "${SAN:-}" > "$T/make.log" 2>&1 &
 MAKE_PID=$!
 GROUP=$MAKE_PID
 LIB_PIDS="$LIB_PIDS $MAKE_PID"
