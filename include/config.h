@@ -20,6 +20,9 @@ enum feature_type { FEATURE_NUMERIC = 0, FEATURE_CATEGORICAL = 1, FEATURE_BOOLEA
 enum feature_transform { TRANSFORM_NONE = 0, TRANSFORM_LOG1P = 1 };
 enum activation { ACTIVATION_RELU = 0, ACTIVATION_TANH = 1, ACTIVATION_SIGMOID = 2 };
 enum optimizer_name { OPTIMIZER_ADAM = 0, OPTIMIZER_SGD = 1 };
+/* kafka.assignment: static assigns every partition of both topics directly (no group join,
+ * so a restart after a crash consumes at once); right while one daemon runs per group. */
+enum kafka_assignment { ASSIGNMENT_GROUP = 0, ASSIGNMENT_STATIC = 1 };
 
 /* One column of the input schema; the order of config.features fixes the layout. */
 struct config_feature {
@@ -49,6 +52,7 @@ struct config {
         struct config_property *properties;
         size_t nproperties;
         uint64_t max_event_bytes;
+        int assignment; /* enum kafka_assignment */
     } kafka;
 
     struct config_feature *features;

@@ -80,6 +80,7 @@ struct key {
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const activation_names[] = {"relu", "tanh", "sigmoid", NULL};
+static const char *const assignment_names[] = {"group", "static", NULL};
 static const char *const optimizer_names[] = {"adam", "sgd", NULL};
 static const char *const feature_type_names[] = {"numeric", "categorical", "boolean", NULL};
 static const char *const transform_names[] = {"none", "log1p", NULL};
@@ -120,6 +121,10 @@ static const struct key config_keys[] = {
     {.name = "kafka.max_event_bytes", .type = T_SIZE, FIELD(kafka.max_event_bytes),
      .def = "64KiB",
      .min = 64, .max = GIB(1), .doc = "larger messages are rejected as too_large"},
+    {.name = "kafka.assignment", .type = T_ENUM, FIELD(kafka.assignment),
+     .def = "group",
+     .names = assignment_names,
+     .doc = "group (join the consumer group) | static (assign every partition directly)"},
 
     {.name = "features", .type = T_FEATURES, FIELD(features), COUNT(nfeatures),
      .def = "[{name: PageValues, type: numeric, transform: log1p},"

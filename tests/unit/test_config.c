@@ -682,5 +682,25 @@ void test_config_reference_live_marks(void)
             unit_fail(__FILE__, __LINE__, "%s: (live) mark %d, reloadable %d", key, marked, live);
     }
     fclose(f);
-    CHECK_INT_EQ(keys, 48); /* every key of the table is documented */
+    CHECK_INT_EQ(keys, 49); /* every key of the table is documented */
+}
+
+/* kafka.assignment: group by default, static accepted, anything else named with its place. */
+void test_config_kafka_assignment(void)
+{
+    struct config *cfg = config_new();
+    CHECK(cfg != NULL);
+    CHECK_INT_EQ(cfg->kafka.assignment, ASSIGNMENT_GROUP);
+    char err[1024];
+    CHECK_INT_EQ(config_load_string(cfg, "kafka:\n  assignment: static\n", "t.yaml", err,
+                                    sizeof err),
+                 0);
+    CHECK_INT_EQ(cfg->kafka.assignment, ASSIGNMENT_STATIC);
+    CHECK_INT_EQ(config_load_string(cfg, "kafka:\n  assignment: group\n", "t.yaml", err,
+                                    sizeof err),
+                 0);
+    CHECK_INT_EQ(cfg->kafka.assignment, ASSIGNMENT_GROUP);
+    config_free(cfg);
+    CHECK_FAILS("kafka:\n  assignment: manual\n", "t.yaml:2:15: ", "kafka.assignment", "'manual'",
+                "group | static");
 }
