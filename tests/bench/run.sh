@@ -72,7 +72,8 @@ fi
 #            ceiling of HTTP + JSON)
 #   inproc   http_snapshot: intentd's http.c alone on one hand-built snapshot
 #   swaps    intentd learning from a replay at 2,000 events/s, snapshot.interval 100ms
-#   still    the same under the same replay with snapshot.interval 1h (one snapshot)
+#   still    the same under the same replay with snapshot.interval 1h (one snapshot); both
+#            with checkpoint.interval 1h, since a checkpoint also publishes a snapshot
 # One dev broker and one replay feed both daemons (two consumer groups); all five targets run
 # round-robin while both learn, so every target sees the same load.
 # cpu/req is the server process's CPU time per answer (for the daemons it includes learning).
@@ -143,7 +144,9 @@ if want http; then
         # sets NAME_PID and NAME_PORT.
         daemon() {
             DAEMON_PORT=""; DAEMON_STATE="$T/$1-state"; DAEMON_GROUP="intentd-$1"
-            daemon_config "$T/$1.yaml" "snapshot.interval=$2" log_level=warn
+            # a checkpoint forces a snapshot: none during the runs, for either daemon
+            daemon_config "$T/$1.yaml" "snapshot.interval=$2" checkpoint.interval=1h \
+                log_level=warn
             daemon_start "$1" "$T/$1.yaml"
             daemon_wait_healthy 60
             eval "${1}_PID=$DAEMON_PID ${1}_PORT=$DAEMON_PORT"
@@ -168,6 +171,7 @@ if want http; then
         done
         sleep 2 # past the start-up burst
         v0=$(metric intentd_model_version "$swaps_PORT")
+        sv0=$(metric intentd_model_version "$still_PORT")
         buckets "$swaps_PORT" > "$T/swaps.h0"; buckets "$still_PORT" > "$T/still.h0"
         t0=$(date +%s)
         for r in 1 2 3; do
@@ -188,7 +192,7 @@ if want http; then
         summary inproc; I_RPS=$MED_RPS
         summary swaps; S_RPS=$MED_RPS; S_P99=$MED_P99; S_BAD=$BAD
         summary still; T_P99=$MED_P99; T_BAD=$BAD
-        echo "snapshots: swaps daemon $swap_rate per second, still daemon at version $sv"
+        echo "snapshots: swaps daemon $swap_rate per second, still daemon version $sv0 -> $sv"
         echo "server-side p99 (intentd_predict_duration_seconds, all runs): swaps" \
             "$(server_p99 "$T/swaps.h0" "$T/swaps.h1") ms, still" \
             "$(server_p99 "$T/still.h0" "$T/still.h1") ms"
