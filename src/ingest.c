@@ -33,6 +33,9 @@
 #define INGEST_FULL_GRACE_MS       100  /* a full queue is waited on this long before pausing */
 #define INGEST_DLQ_WAIT_MS         5000 /* a due barrier waits this long for dead-letter acks */
 #define INGEST_MAX_HELD            4096 /* messages held while paused (at most one per partition) */
+#define INGEST_META_TIMEOUT_MS     2000 /* static: one metadata request per topic */
+#define INGEST_META_RETRY_MS       1000 /* static: until the first metadata answer */
+#define INGEST_META_REFRESH_MS     30000 /* static: then look for new partitions this often */
 
 struct ingest {
     const struct config *cfg;
@@ -69,6 +72,9 @@ struct ingest {
     _Atomic uint64_t dlq_outstanding; /* dead-letter copies not yet acknowledged */
     struct log_ratelimit reject_rl;
     struct log_ratelimit error_rl;
+    struct log_ratelimit meta_rl; /* static: metadata failures (retried every second) */
+    int static_assigned;          /* static: the first metadata answer has been assigned */
+    int static_over_logged;       /* static: partitions beyond STATS_MAX_PARTITIONS were logged */
 
     /* mailbox: durable offsets from the trainer, committed by the ingest thread */
     pthread_mutex_t lock;
@@ -272,7 +278,9 @@ static void set_paused(struct ingest *in, int paused)
 
 /* ---- rebalance ---- */
 
-static void on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts)
+/* Sets each partition's start offset (handed > checkpoint > committed > earliest) and marks
+ * it assigned; both kafka.assignment modes go through here. */
+static void resolve_offsets(struct ingest *in, rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
@@ -305,6 +313,11 @@ static void on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts)
             tp->offset >= 0 ? "offset " : "the committed offset ",
             tp->offset >= 0 ? tp->offset : (int64_t)0);
     }
+}
+
+static void on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts)
+{
+    resolve_offsets(in, parts);
     rd_kafka_resp_err_t err = rd_kafka_assign(in->consumer, parts);
     if (err) LOG(LOG_ERROR, "ingest", "assign failed: %s", rd_kafka_err2str(err));
     if (in->paused) { /* new partitions start paused too while the queue is full */
@@ -348,6 +361,89 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         on_assign(in, parts);
     else
         on_revoke(in, parts);
+}
+
+/* ---- static assignment ---- */
+
+/* Adds to parts every partition of topic t that is not assigned yet.  Returns 0, or a
+ * librdkafka error when the broker did not describe the topic. */
+static rd_kafka_resp_err_t add_new_partitions(struct ingest *in, int t,
+                                              rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(in->consumer, in->topics[t], NULL);
+    if (!rkt) return rd_kafka_last_error();
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(in->consumer, 0, rkt, &md, INGEST_META_TIMEOUT_MS);
+    if (!err && md->topic_cnt != 1) err = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    if (!err) err = md->topics[0].err;
+    if (!err && md->topics[0].partition_cnt == 0) err = RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+    for (int i = 0; !err && i < md->topics[0].partition_cnt; i++) {
+        int p = (int)md->topics[0].partitions[i].id;
+        if (p < 0 || p >= STATS_MAX_PARTITIONS) {
+            if (!in->static_over_logged)
+                LOG(LOG_ERROR, "ingest",
+                    "static: %s[%d] is beyond the %d partitions one daemon tracks; not read",
+                    in->topics[t], p, STATS_MAX_PARTITIONS);
+            in->static_over_logged = 1;
+            continue;
+        }
+        if (!in->assigned[t][p]) rd_kafka_topic_partition_list_add(parts, in->topics[t], p);
+    }
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return err;
+}
+
+/* kafka.assignment static: reads the metadata of both topics and assigns every partition not
+ * assigned yet, at the same offsets a group assignment would resume at.  Returns 0, or -EAGAIN
+ * when a topic could not be described (nothing is assigned then: retried). */
+static int static_assign(struct ingest *in)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
+    for (int t = 0; t < TOPIC_N; t++) {
+        rd_kafka_resp_err_t err = add_new_partitions(in, t, parts);
+        if (err) {
+            uint64_t sup;
+            if (log_ratelimit_ok(&in->meta_rl, &sup))
+                LOG(in->static_assigned ? LOG_WARN : LOG_INFO, "ingest",
+                    "static: no metadata for %s: %s (retrying every %d s)", in->topics[t],
+                    rd_kafka_err2str(err),
+                    (in->static_assigned ? INGEST_META_REFRESH_MS : INGEST_META_RETRY_MS) / 1000);
+            rd_kafka_topic_partition_list_destroy(parts);
+            return -EAGAIN;
+        }
+    }
+    if (parts->cnt > 0) {
+        if (in->static_assigned)
+            LOG(LOG_INFO, "ingest", "static: %d new partitions appeared; assigning them",
+                parts->cnt);
+        resolve_offsets(in, parts);
+        /* Incremental: the partitions already assigned keep their fetch positions (and the
+         * messages held for them while paused). */
+        rd_kafka_error_t *e = rd_kafka_incremental_assign(in->consumer, parts);
+        if (e) {
+            LOG(LOG_ERROR, "ingest", "static: assign failed: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            for (int i = 0; i < parts->cnt; i++) { /* not ours: found again next time */
+                int t = topic_kind(in, parts->elems[i].topic);
+                int p = (int)parts->elems[i].partition;
+                in->assigned[t][p] = 0;
+                joiner_revoke(in->joiner, t, p);
+            }
+            rd_kafka_topic_partition_list_destroy(parts);
+            return -EAGAIN;
+        }
+        if (in->paused) { /* new partitions start paused too while the queue is full */
+            in->paused = 0;
+            set_paused(in, 1);
+        }
+    }
+    if (!in->static_assigned)
+        LOG(LOG_INFO, "ingest", "static: assigned %d partitions of %s and %s", parts->cnt,
+            in->topics[TOPIC_CLICKS], in->topics[TOPIC_TRANSACTIONS]);
+    in->static_assigned = 1;
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
 }
 
 /* ---- barriers and commits ---- */
@@ -554,10 +650,31 @@ static void *ingest_main(void *arg)
     struct ingest *in = arg;
     pthread_setname_np(pthread_self(), "ingest"); /* for top -H and per-thread CPU */
     uint64_t last_tick = 0, last_stats = 0, last_barrier = log_now_ms(), barrier_due = 0;
+    uint64_t next_metadata = 0;
     int barrier_wanted = 0;
+    int is_static = in->cfg->kafka.assignment == ASSIGNMENT_STATIC;
+    if (is_static)
+        LOG(LOG_INFO, "ingest",
+            "kafka.assignment static: one daemon per group, partitions assigned directly, no "
+            "group join (a restart consumes at once; offsets are committed to group %s)",
+            in->cfg->kafka.group_id);
+    else
+        LOG(LOG_INFO, "ingest",
+            "kafka.assignment group: joining consumer group %s (a restart after a crash "
+            "waits for the broker to drop the dead member: up to session.timeout.ms)",
+            in->cfg->kafka.group_id);
     while (!atomic_load(&in->stop)) {
         uint64_t now = log_now_ms();
         atomic_store(&in->heartbeat_ms, now);
+        if (is_static && now >= next_metadata) {
+            /* Blocks for at most INGEST_META_TIMEOUT_MS per topic, well inside the
+             * watchdog's heartbeat allowance. */
+            int rc = static_assign(in);
+            now = log_now_ms();
+            next_metadata = now + (rc == 0 || in->static_assigned ? INGEST_META_REFRESH_MS
+                                                                  : INGEST_META_RETRY_MS);
+            atomic_store(&in->heartbeat_ms, now);
+        }
         if (in->nheld)
             drain_held(in);
         else if (in->paused && queue_below_low_water(in->q))
@@ -765,6 +882,7 @@ struct ingest *ingest_new(const struct config *cfg, const char *brokers, struct 
     atomic_store(&in->checkpoint_interval_ms, cfg->checkpoint.interval_ms);
     in->reject_rl = (struct log_ratelimit){.period_ms = 10000, .burst = 10};
     in->error_rl = (struct log_ratelimit){.period_ms = 10000, .burst = 10};
+    in->meta_rl = (struct log_ratelimit){.period_ms = 10000, .burst = 1};
     pthread_mutex_init(&in->lock, NULL);
     pthread_cond_init(&in->cond, NULL);
     for (int t = 0; t < TOPIC_N; t++)
@@ -816,14 +934,19 @@ struct ingest *ingest_new(const struct config *cfg, const char *brokers, struct 
         in->dlq_topic = rd_kafka_topic_new(in->dlq, cfg->kafka.dead_letter_topic, NULL);
     }
 
-    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(2);
-    rd_kafka_topic_partition_list_add(subs, cfg->kafka.clicks_topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_topic_partition_list_add(subs, cfg->kafka.transactions_topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(in->consumer, subs);
-    rd_kafka_topic_partition_list_destroy(subs);
-    if (rerr) {
-        snprintf(err, errlen, "kafka subscribe: %s", rd_kafka_err2str(rerr));
-        return ingest_free(in);
+    /* static: the ingest thread assigns the partitions once their metadata is known (it may
+     * wait for the broker; ingest_new must not, so READY=1 goes out at once). */
+    if (cfg->kafka.assignment == ASSIGNMENT_GROUP) {
+        rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(2);
+        rd_kafka_topic_partition_list_add(subs, cfg->kafka.clicks_topic, RD_KAFKA_PARTITION_UA);
+        rd_kafka_topic_partition_list_add(subs, cfg->kafka.transactions_topic,
+                                          RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t rerr = rd_kafka_subscribe(in->consumer, subs);
+        rd_kafka_topic_partition_list_destroy(subs);
+        if (rerr) {
+            snprintf(err, errlen, "kafka subscribe: %s", rd_kafka_err2str(rerr));
+            return ingest_free(in);
+        }
     }
     joiner_set_emit(joiner, emit_example, in);
     sync_stats(in); /* a restart shows the checkpoint's counts before the first poll */
