@@ -669,10 +669,10 @@ static void *ingest_main(void *arg)
         if (is_static && now >= next_metadata) {
             /* Blocks for at most INGEST_META_TIMEOUT_MS per topic, well inside the
              * watchdog's heartbeat allowance. */
-            int rc = static_assign(in);
+            static_assign(in); /* failures are logged and retried */
             now = log_now_ms();
-            next_metadata = now + (rc == 0 || in->static_assigned ? INGEST_META_REFRESH_MS
-                                                                  : INGEST_META_RETRY_MS);
+            next_metadata =
+                now + (in->static_assigned ? INGEST_META_REFRESH_MS : INGEST_META_RETRY_MS);
             atomic_store(&in->heartbeat_ms, now);
         }
         if (in->nheld)
