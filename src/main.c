@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -489,6 +490,9 @@ static void serve(struct intentd *d, const sigset_t *set)
         }
         if (log_now_ms() - last_status >= STATUS_INTERVAL_MS) {
             status_line(d, &pe, &px, &pm);
+            /* Hand memory freed after a burst (a backlog's messages, parsed documents)
+             * back to the system, so RSS follows what is live, not the highest backlog. */
+            malloc_trim(0);
             last_status = log_now_ms();
         }
     }
@@ -545,6 +549,11 @@ static int intentd_run(struct config *cfg, const char *config_path)
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* before any thread: they all inherit it */
+    /* Buffers of 1 MiB and more (checkpoint sections, snapshots of big models) come from
+     * mmap and go back to the system when freed.  Setting the threshold turns off glibc's
+     * dynamic one, which would otherwise rise to the checkpoint's size and keep that much
+     * heap per thread arena for good. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_async_signal, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);

@@ -73,6 +73,15 @@ uint64_t reservoir_rng_below(struct reservoir_rng *r, uint64_t n)
     return (uint64_t)(m >> 64);
 }
 
+/* Writes every page of p, so the memory is resident now (a plain malloc + memset(0) is
+ * turned into calloc by the compiler, whose fresh pages stay untouched). */
+static void touch(unsigned char *p, size_t len)
+{
+    volatile unsigned char *v = p;
+    for (size_t i = 0; i < len; i += 4096) v[i] = 0;
+    if (len) v[len - 1] = 0;
+}
+
 struct reservoir *reservoir_new(size_t stride, uint32_t capacity, enum reservoir_policy policy,
                                 uint64_t seed)
 {
@@ -83,6 +92,16 @@ struct reservoir *reservoir_new(size_t stride, uint32_t capacity, enum reservoir
     r->capacity = capacity;
     r->policy = policy;
     reservoir_rng_seed(&r->rng, seed);
+    /* The whole capacity is allocated and touched now: the daemon's memory is what its
+     * configuration says from the first minute, not something that creeps up for hours
+     * while the reservoir fills (and an operator sizing the host sees it at once). */
+    r->data = malloc((size_t)capacity * stride);
+    if (!r->data) {
+        free(r);
+        return NULL;
+    }
+    touch(r->data, (size_t)capacity * stride);
+    r->allocated = capacity;
     return r;
 }
 
@@ -220,16 +239,14 @@ int reservoir_load(struct reservoir *r, const void *buf, size_t len)
         }
         head = 0; /* laid out oldest first below, so slot 0 is the next to go */
     }
-    unsigned char *d = NULL;
-    if (keep) {
-        d = malloc(keep * r->stride);
-        if (!d) return -ENOMEM;
-        for (size_t i = 0; i < keep; i++)
-            memcpy(d + i * r->stride, src + ((first + i) % (size_t)h.size) * r->stride, r->stride);
-    }
+    unsigned char *d = malloc((size_t)r->capacity * r->stride); /* all of it, as in _new */
+    if (!d) return -ENOMEM;
+    touch(d, (size_t)r->capacity * r->stride);
+    for (size_t i = 0; i < keep; i++)
+        memcpy(d + i * r->stride, src + ((first + i) % (size_t)h.size) * r->stride, r->stride);
     free(r->data);
     r->data = d;
-    r->allocated = keep;
+    r->allocated = r->capacity;
     r->size = keep;
     r->seen = h.seen;
     r->head = head;

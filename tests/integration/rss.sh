@@ -3,8 +3,9 @@
 # each partition holds under the mock's 5 MiB); the daemon's RSS at the end is at most 1.2x
 # its RSS after the first loop.  What is measured is whether the daemon's memory is bounded,
 # so the structures whose size the configuration fixes are made to reach that size within
-# the first loop: the replay reservoir (training.replay_capacity 65536 by default fills over
-# five loops; 8192 here) and the pending-label table (labels.window 200ms: with --loop the
+# the first loop: the reservoirs take their whole capacity at start (reservoir.c), the
+# daemon returns large buffers to the system (mallopt and malloc_trim in main.c), and the
+# pending-label table is kept small (labels.window 200ms: with --loop the
 # replay's event time follows the wall clock, so a 30-minute window would grow the table for
 # 30 minutes).  The buffers whose fill follows a momentary backlog on a loaded machine are
 # kept small too (training.queue_capacity 4096, librdkafka's queued.max.messages.kbytes
@@ -22,7 +23,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status"; }
 
 devbroker_start --partitions 16
 daemon_config "$T/d.yaml" labels.window=200ms labels.allowed_lateness=100ms \
-    training.replay_capacity=8192 checkpoint.interval=2s training.queue_capacity=4096 \
+    checkpoint.interval=2s training.queue_capacity=4096 \
     "kafka.properties={queued.max.messages.kbytes: '4096'}"
 daemon_start d1 "$T/d.yaml"
 daemon_wait_healthy 60
