@@ -60,6 +60,8 @@ struct ingest {
     int64_t resume_at[TOPIC_N][STATS_MAX_PARTITIONS]; /* from the checkpoint; -1: none */
     uint8_t assigned[TOPIC_N][STATS_MAX_PARTITIONS];
     int64_t hi_queried[TOPIC_N][STATS_MAX_PARTITIONS]; /* broker high watermark, -1: none */
+    int64_t start_at[TOPIC_N][STATS_MAX_PARTITIONS]; /* where a partition started: the
+                                                          committed offset; -1: earliest */
     uint64_t last_hi_query_ms;
     uint64_t counters[INGEST_NCOUNTERS];
     uint64_t barrier_seq;
@@ -309,9 +311,38 @@ static void resolve_offsets(struct ingest *in, rd_kafka_topic_partition_list_t *
         in->assigned[t][p] = 1;
         in->hi_queried[t][p] = -1; /* a recreated topic starts over */
         joiner_assign(in->joiner, t, p, log_now_ms());
-        LOG(LOG_INFO, "ingest", "assigned %s[%d] at %s%" PRId64, tp->topic, p,
-            tp->offset >= 0 ? "offset " : "the committed offset ",
-            tp->offset >= 0 ? tp->offset : (int64_t)0);
+        in->start_at[t][p] = tp->offset;
+    }
+    /* Where the partitions that start at their committed offset start, for the lag until
+     * their first message (librdkafka's position is unknown until then). */
+    rd_kafka_topic_partition_list_t *stored = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].offset == RD_KAFKA_OFFSET_STORED)
+            rd_kafka_topic_partition_list_add(stored, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    if (stored->cnt && rd_kafka_committed(in->consumer, stored, 5000) == 0) {
+        for (int i = 0; i < stored->cnt; i++) {
+            int t = topic_kind(in, stored->elems[i].topic);
+            int p = (int)stored->elems[i].partition;
+            if (t >= 0 && p >= 0 && p < STATS_MAX_PARTITIONS)
+                in->start_at[t][p] = stored->elems[i].err ? -1 : stored->elems[i].offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(stored);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int t = topic_kind(in, tp->topic);
+        int p = (int)tp->partition;
+        if (t < 0 || p < 0 || p >= STATS_MAX_PARTITIONS) continue;
+        if (tp->offset >= 0)
+            LOG(LOG_INFO, "ingest", "assigned %s[%d] at offset %" PRId64, tp->topic, p,
+                tp->offset);
+        else if (in->start_at[t][p] >= 0)
+            LOG(LOG_INFO, "ingest", "assigned %s[%d] at its committed offset %" PRId64,
+                tp->topic, p, in->start_at[t][p]);
+        else
+            LOG(LOG_INFO, "ingest", "assigned %s[%d] at the earliest offset (none committed)",
+                tp->topic, p);
     }
 }
 
@@ -578,6 +609,7 @@ static void update_lag(struct ingest *in, uint64_t now)
         }
         if (in->hi_queried[t][p] > hi) hi = in->hi_queried[t][p];
         int64_t pos = in->handed[t][p] >= 0 ? in->handed[t][p] : tp->offset;
+        if (pos < 0) pos = in->start_at[t][p];
         if (pos < 0) pos = lo;
         if (hi >= 0 && pos >= 0)
             atomic_store(&in->stats->consumer_lag[t][p], hi > pos ? hi - pos : 0);
@@ -887,7 +919,7 @@ struct ingest *ingest_new(const struct config *cfg, const char *brokers, struct 
     pthread_cond_init(&in->cond, NULL);
     for (int t = 0; t < TOPIC_N; t++)
         for (int p = 0; p < STATS_MAX_PARTITIONS; p++)
-            in->handed[t][p] = in->resume_at[t][p] = in->hi_queried[t][p] = -1;
+            in->handed[t][p] = in->resume_at[t][p] = in->hi_queried[t][p] = in->start_at[t][p] = -1;
     if (resume) {
         for (size_t i = 0; i < resume->noffsets; i++) {
             const struct checkpoint_offset *o = &resume->offsets[i];

@@ -108,17 +108,13 @@ DAEMON_STATE=$T/state2
 daemon_config "$T/d3.yaml" "kafka.assignment=$MODE" checkpoint.interval=1s
 daemon_start d3 "$T/d3.yaml"
 daemon_wait_healthy 60
-wait_for 60 "grep -q 'ingest: assigned intentd.transactions\\[3\\] at the committed offset' \
+wait_for 60 "grep -q 'ingest: assigned intentd.transactions\\[3\\] at its committed offset' \
     '$DAEMON_LOG'"
 replay_run r3 "$T/d3.yaml" --csv "$CSV" --label Revenue --limit 100 --step 10ms
 D3=$(delivered "$T/r3.log")
 daemon_wait_metric intentd_events_consumed_total "$D3" 120
 # Read from the earliest instead, the daemon would go on far beyond D3 (16,000 old events).
-# (Not daemon_wait_drained: ingest's lag gauge of a partition resumed at its committed offset
-# counts from the earliest offset until a message arrives there, in group mode as well.)
-sleep 3
-c=$(metric_sum intentd_events_consumed_total)
-[ "$c" = "$D3" ] || fail "consumed $c without a checkpoint, want only the $D3 new events"
+XX
 daemon_stop 30 || fail "intentd did not stop cleanly: $DAEMON_RC"
 devbroker_stop
 echo ok
