@@ -145,7 +145,12 @@ static void maybe_snapshot(struct trainer *t, uint64_t now, int force)
     if (c.examples_trained < t->s.min_examples || c.examples_trained == 0) return;
     if (c.examples_trained == t->last_snapshot_trained && t->served) return;
     if (t->served && !force && now - t->last_snapshot_ms < t->s.snapshot_interval_ms) return;
-    t->last_snapshot_ms = now;
+    /* On a fixed cadence (the time a snapshot and its gate take does not stretch the
+     * interval), unless we fell more than an interval behind. */
+    if (!force && now - t->last_snapshot_ms < 2 * t->s.snapshot_interval_ms)
+        t->last_snapshot_ms += t->s.snapshot_interval_ms;
+    else
+        t->last_snapshot_ms = now;
     t->last_snapshot_trained = c.examples_trained;
     struct snapshot *cand = learner_snapshot(t->p.learner, t->version + 1, (int64_t)log_wall_ms());
     if (!cand) {
