@@ -165,7 +165,7 @@ static const struct key config_keys[] = {
      .dmin = 0, .dmax = 1e6, .doc = "L2 weight decay"},
     {.name = "model.seed", .type = T_INT, FIELD(model.seed),
      .def = "1",
-     .min = 0, .max = UINT64_MAX, .doc = "seeds initial weights, hashing, dropout, holdout"},
+     .min = 0, .max = UINT64_MAX, .doc = "seeds initial weights, dropout, replay, holdout"},
     {.name = "model.ema_decay", .type = T_DOUBLE, FIELD(model.ema_decay),
      .def = "0.995",
      .dmin = 0, .dmax = 1, .flags = K_DMAX_OPEN,
