@@ -1,5 +1,6 @@
 /* checkpoint.c — the checkpoint container, its file format and the store (checkpoint.h). */
 #include "checkpoint.h"
+#include "errmsg.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,18 +86,6 @@ void checkpoint_set_io(const struct checkpoint_io *replacement)
 }
 
 /* ---- small helpers ---- */
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void put_u16(uint8_t *p, uint16_t v)
 {
@@ -456,23 +445,23 @@ int checkpoint_decode(const void *buf, size_t len, struct checkpoint **out, char
     const uint8_t *b = buf;
     *out = NULL;
     if (len < MAGIC_LEN ? memcmp(b, MAGIC, len) != 0 : memcmp(b, MAGIC, MAGIC_LEN) != 0) {
-        seterr(err, errlen, "bad magic: not an intentd checkpoint");
+        errmsg_set(err, errlen, "bad magic: not an intentd checkpoint");
         return -EBADMSG;
     }
     if (len < MIN_LEN) {
-        seterr(err, errlen, "truncated: %zu bytes, shorter than the smallest checkpoint (%d)", len,
+        errmsg_set(err, errlen, "truncated: %zu bytes, shorter than the smallest checkpoint (%d)", len,
                MIN_LEN);
         return -EBADMSG;
     }
     uint32_t version = get_u32(b + MAGIC_LEN);
     if (version != CHECKPOINT_FORMAT_VERSION) {
-        seterr(err, errlen, "format version %" PRIu32 ", this build reads version %u", version,
+        errmsg_set(err, errlen, "format version %" PRIu32 ", this build reads version %u", version,
                CHECKPOINT_FORMAT_VERSION);
         return -EPROTONOSUPPORT;
     }
     uint32_t count = get_u32(b + MAGIC_LEN + 4);
     if (count > CHECKPOINT_MAX_SECTIONS) {
-        seterr(err, errlen, "corrupt: %" PRIu32 " sections (at most %d)", count,
+        errmsg_set(err, errlen, "corrupt: %" PRIu32 " sections (at most %d)", count,
                CHECKPOINT_MAX_SECTIONS);
         return -EBADMSG;
     }
@@ -483,7 +472,7 @@ int checkpoint_decode(const void *buf, size_t len, struct checkpoint **out, char
         if (len - pos < 2) goto truncated;
         size_t nl = get_u16(b + pos);
         if (nl == 0 || nl > CHECKPOINT_NAME_MAX) {
-            seterr(err, errlen, "corrupt: section %" PRIu32 " has a name of %zu bytes", i, nl);
+            errmsg_set(err, errlen, "corrupt: section %" PRIu32 " has a name of %zu bytes", i, nl);
             return -EBADMSG;
         }
         if (len - pos - 2 < nl + 8) goto truncated;
@@ -494,12 +483,12 @@ int checkpoint_decode(const void *buf, size_t len, struct checkpoint **out, char
     }
     if (pos > body_end) goto truncated;
     if (pos < body_end) {
-        seterr(err, errlen, "corrupt: %zu bytes after the last section", body_end - pos);
+        errmsg_set(err, errlen, "corrupt: %zu bytes after the last section", body_end - pos);
         return -EBADMSG;
     }
     uint64_t stored = get_u64(b + body_end), computed = XXH3_64bits(b, body_end);
     if (stored != computed) {
-        seterr(err, errlen,
+        errmsg_set(err, errlen,
                "checksum mismatch (stored %016" PRIx64 ", computed %016" PRIx64
                "): the file is corrupt",
                stored, computed);
@@ -517,14 +506,14 @@ int checkpoint_decode(const void *buf, size_t len, struct checkpoint **out, char
         size_t dl = (size_t)get_u64(b + pos + 2 + nl);
         pos += 2 + nl + 8;
         if (strlen(name) != nl || find(cp, name)) {
-            seterr(err, errlen, "corrupt: section %" PRIu32 " has a %s name", i,
+            errmsg_set(err, errlen, "corrupt: section %" PRIu32 " has a %s name", i,
                    strlen(name) != nl ? "malformed" : "duplicate");
             checkpoint_free(cp);
             return -EBADMSG;
         }
         int rc = checkpoint_add(cp, name, b + pos, dl);
         if (rc < 0) {
-            seterr(err, errlen, "out of memory for section \"%s\" (%zu bytes)", name, dl);
+            errmsg_set(err, errlen, "out of memory for section \"%s\" (%zu bytes)", name, dl);
             checkpoint_free(cp);
             return rc;
         }
@@ -533,7 +522,7 @@ int checkpoint_decode(const void *buf, size_t len, struct checkpoint **out, char
     *out = cp;
     return 0;
 truncated:
-    seterr(err, errlen, "truncated: %zu bytes, its section list runs past the end", len);
+    errmsg_set(err, errlen, "truncated: %zu bytes, its section list runs past the end", len);
     return -EBADMSG;
 }
 
@@ -650,40 +639,40 @@ struct checkpoint_store *checkpoint_store_open(const char *state_dir, unsigned k
                                                size_t errlen)
 {
     if (!state_dir || !*state_dir) {
-        seterr(err, errlen, "state_dir is empty");
+        errmsg_set(err, errlen, "state_dir is empty");
         return NULL;
     }
     if (keep < 1) {
-        seterr(err, errlen, "checkpoint.keep must be at least 1 (got %u)", keep);
+        errmsg_set(err, errlen, "checkpoint.keep must be at least 1 (got %u)", keep);
         return NULL;
     }
     struct stat sb;
     if (stat(state_dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-        seterr(err, errlen, "state_dir %s exists but is not a directory", state_dir);
+        errmsg_set(err, errlen, "state_dir %s exists but is not a directory", state_dir);
         return NULL;
     }
     int rc = mkdir_p(state_dir);
     if (rc < 0) {
-        seterr(err, errlen, "cannot create state_dir %s: %s", state_dir, strerror(-rc));
+        errmsg_set(err, errlen, "cannot create state_dir %s: %s", state_dir, strerror(-rc));
         return NULL;
     }
     struct checkpoint_store *st = calloc(1, sizeof *st);
     if (!st || !(st->dir = strdup(state_dir))) {
         free(st);
-        seterr(err, errlen, "out of memory opening state_dir %s", state_dir);
+        errmsg_set(err, errlen, "out of memory opening state_dir %s", state_dir);
         return NULL;
     }
     st->keep = keep;
     st->dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (st->dfd < 0) {
         rc = -errno;
-        seterr(err, errlen, "cannot open state_dir %s: %s", state_dir,
+        errmsg_set(err, errlen, "cannot open state_dir %s: %s", state_dir,
                rc == -ENOTDIR ? "it is not a directory" : strerror(-rc));
         goto fail;
     }
     rc = lock_dir(st->dfd);
     if (rc < 0) {
-        seterr(err, errlen, "state_dir %s is %s", state_dir,
+        errmsg_set(err, errlen, "state_dir %s is %s", state_dir,
                rc == -EBUSY ? "in use by another intentd (it is locked)" : strerror(-rc));
         goto fail;
     }
@@ -691,7 +680,7 @@ struct checkpoint_store *checkpoint_store_open(const char *state_dir, unsigned k
     int pfd = openat(st->dfd, PROBE_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (pfd < 0) {
         rc = -errno;
-        seterr(err, errlen, "state_dir %s is not writable: %s", state_dir, strerror(-rc));
+        errmsg_set(err, errlen, "state_dir %s is not writable: %s", state_dir, strerror(-rc));
         goto fail;
     }
     close(pfd);
@@ -700,7 +689,7 @@ struct checkpoint_store *checkpoint_store_open(const char *state_dir, unsigned k
     size_t n;
     rc = list_checkpoints(st, &seqs, &n, 1);
     if (rc < 0) {
-        seterr(err, errlen, "cannot list state_dir %s: %s", state_dir, strerror(-rc));
+        errmsg_set(err, errlen, "cannot list state_dir %s: %s", state_dir, strerror(-rc));
         goto fail;
     }
     free(seqs);
@@ -763,7 +752,7 @@ int checkpoint_store_write(struct checkpoint_store *st, struct checkpoint *cp, c
     int rc, fd = openat(st->dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
         rc = -errno;
-        seterr(err, errlen, "cannot create checkpoint %s/%s: %s", st->dir, tmp, strerror(-rc));
+        errmsg_set(err, errlen, "cannot create checkpoint %s/%s: %s", st->dir, tmp, strerror(-rc));
         return rc;
     }
     struct sink s = {.put = file_put, .fd = fd, .cap = 1 << 16};
@@ -787,12 +776,12 @@ int checkpoint_store_write(struct checkpoint_store *st, struct checkpoint *cp, c
     }
     if (rc < 0) {
         unlinkat(st->dfd, tmp, 0);
-        seterr(err, errlen, "cannot %s checkpoint %s/%s: %s", what, st->dir, tmp, strerror(-rc));
+        errmsg_set(err, errlen, "cannot %s checkpoint %s/%s: %s", what, st->dir, tmp, strerror(-rc));
         return rc;
     }
     if (io.fsync(st->dfd) < 0) {
         rc = -errno;
-        seterr(err, errlen, "cannot fsync state_dir %s after renaming checkpoint %s: %s", st->dir,
+        errmsg_set(err, errlen, "cannot fsync state_dir %s after renaming checkpoint %s: %s", st->dir,
                fin, strerror(-rc));
         return rc;
     }
@@ -849,7 +838,7 @@ int checkpoint_store_load_latest(struct checkpoint_store *st, struct checkpoint 
     size_t n;
     int rc = list_checkpoints(st, &seqs, &n, 0);
     if (rc < 0) {
-        seterr(err, errlen, "cannot list state_dir %s: %s", st->dir, strerror(-rc));
+        errmsg_set(err, errlen, "cannot list state_dir %s: %s", st->dir, strerror(-rc));
         return rc;
     }
     size_t skipped = 0;
@@ -862,7 +851,7 @@ int checkpoint_store_load_latest(struct checkpoint_store *st, struct checkpoint 
         const char *what;
         rc = read_file(st->dfd, name, &buf, &len, &what);
         if (rc == -ENOMEM) {
-            seterr(err, errlen, "out of memory reading checkpoint %s", path);
+            errmsg_set(err, errlen, "out of memory reading checkpoint %s", path);
             free(seqs);
             return rc;
         }
@@ -873,7 +862,7 @@ int checkpoint_store_load_latest(struct checkpoint_store *st, struct checkpoint 
             rc = checkpoint_decode(buf, len, &cp, why, sizeof why);
             free(buf);
             if (rc == -ENOMEM) {
-                seterr(err, errlen, "out of memory loading checkpoint %s", path);
+                errmsg_set(err, errlen, "out of memory loading checkpoint %s", path);
                 free(seqs);
                 return rc;
             }
@@ -888,6 +877,6 @@ int checkpoint_store_load_latest(struct checkpoint_store *st, struct checkpoint 
         if (warn) warn(ctx, path, why);
     }
     free(seqs);
-    seterr(err, errlen, "no valid checkpoint in %s (%zu skipped)", st->dir, skipped);
+    errmsg_set(err, errlen, "no valid checkpoint in %s (%zu skipped)", st->dir, skipped);
     return -ENOENT;
 }

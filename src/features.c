@@ -1,5 +1,6 @@
 /* features.c — schema encoder, example records, CSV helpers and the online normaliser. */
 #include "features.h"
+#include "errmsg.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -26,17 +27,6 @@ struct features {
     uint32_t table_mask;
     size_t example_size;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static uint32_t name_hash(const char *s, size_t len)
 {
@@ -71,11 +61,11 @@ static const char *type_name(enum feature_type t)
 struct features *features_new(const struct config_feature *cols, size_t n, char *err, size_t errlen)
 {
     if (n == 0) {
-        set_err(err, errlen, "the feature schema is empty: configure at least one feature");
+        errmsg_set(err, errlen, "the feature schema is empty: configure at least one feature");
         return NULL;
     }
     if (n > CONFIG_MAX_FEATURES) {
-        set_err(err, errlen, "%zu features: at most %d are supported", n, CONFIG_MAX_FEATURES);
+        errmsg_set(err, errlen, "%zu features: at most %d are supported", n, CONFIG_MAX_FEATURES);
         return NULL;
     }
     struct features *f = calloc(1, sizeof *f);
@@ -83,7 +73,7 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
     size_t names_len = 0;
     for (size_t i = 0; i < n; i++) {
         if (!cols[i].name || !cols[i].name[0]) {
-            set_err(err, errlen, "feature %zu has an empty name", i + 1);
+            errmsg_set(err, errlen, "feature %zu has an empty name", i + 1);
             return features_free(f);
         }
         names_len += strlen(cols[i].name) + 1;
@@ -111,7 +101,7 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
         c->buckets = cols[i].type == FEATURE_CATEGORICAL ? cols[i].buckets : 0;
         p += len + 1;
         if (lookup(f, c->name, len) >= 0) {
-            set_err(err, errlen, "feature \"%s\" is named twice in the schema", c->name);
+            errmsg_set(err, errlen, "feature \"%s\" is named twice in the schema", c->name);
             return features_free(f);
         }
         switch (c->type) {
@@ -121,14 +111,14 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
             break;
         case FEATURE_CATEGORICAL:
             if (c->buckets == 0) {
-                set_err(err, errlen, "feature \"%s\": buckets must be at least 1", c->name);
+                errmsg_set(err, errlen, "feature \"%s\": buckets must be at least 1", c->name);
                 return features_free(f);
             }
             c->slot = f->ncat++;
             c->offset = (uint32_t)nsparse;
             nsparse += c->buckets;
             if (nsparse >= MODEL_NO_INDEX) {
-                set_err(err, errlen,
+                errmsg_set(err, errlen,
                         "the categorical features have %" PRIu64
                         " buckets in all: fewer than 2^32 - 1 are supported",
                         nsparse);
@@ -136,7 +126,7 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
             }
             break;
         default:
-            set_err(err, errlen, "feature \"%s\": unknown type %d", c->name, (int)c->type);
+            errmsg_set(err, errlen, "feature \"%s\": unknown type %d", c->name, (int)c->type);
             return features_free(f);
         }
         uint32_t h = name_hash(c->name, len) & f->table_mask;
@@ -152,7 +142,7 @@ struct features *features_new(const struct config_feature *cols, size_t n, char 
     f->example_size = (sz + 7) & ~(size_t)7;
     return f;
 oom:
-    set_err(err, errlen, "out of memory building the feature encoder");
+    errmsg_set(err, errlen, "out of memory building the feature encoder");
     return features_free(f);
 }
 
@@ -307,7 +297,7 @@ static int bad_value(const struct features_column *c, char *err, size_t errlen,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    set_err(err, errlen, "feature \"%s\": %s", c->name, msg);
+    errmsg_set(err, errlen, "feature \"%s\": %s", c->name, msg);
     if (bad_field) *bad_field = c->name;
     return -EDOM;
 }
@@ -335,7 +325,7 @@ int features_from_json(const struct features *f, const json_t *features_obj, str
 {
     if (bad_field) *bad_field = NULL;
     if (!json_is_object(features_obj)) {
-        set_err(err, errlen, "\"features\" must be an object");
+        errmsg_set(err, errlen, "\"features\" must be an object");
         return -EINVAL;
     }
     clear_features(f, e);
@@ -448,7 +438,7 @@ int features_csv_map(const struct features *f, char *const *header, size_t nfiel
     for (size_t i = 0; i < nfields; i++) {
         for (size_t j = 0; j < i; j++) {
             if (strcmp(header[i], header[j]) == 0) {
-                set_err(err, errlen, "the CSV header names column \"%s\" twice", header[i]);
+                errmsg_set(err, errlen, "the CSV header names column \"%s\" twice", header[i]);
                 return -EINVAL;
             }
         }
@@ -457,7 +447,7 @@ int features_csv_map(const struct features *f, char *const *header, size_t nfiel
     }
     for (uint32_t c = 0; c < f->ncol; c++) {
         if (!seen[c]) {
-            set_err(err, errlen, "feature \"%s\" of the schema is not a column of the CSV header",
+            errmsg_set(err, errlen, "feature \"%s\" of the schema is not a column of the CSV header",
                     f->cols[c].name);
             return -ENOENT;
         }

@@ -1,5 +1,6 @@
 /* learner.c — the trainer core (see learner.h for what one push does). */
 #include "learner.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -75,17 +76,6 @@ struct learner {
 
     struct learner_counters c;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static struct example *rec(unsigned char *base, size_t stride, size_t i)
 {
@@ -166,7 +156,7 @@ struct learner *learner_new(const struct config *cfg, char *err, size_t errlen)
     }
     return l;
 oom:
-    set_err(err, errlen, "out of memory creating the learner");
+    errmsg_set(err, errlen, "out of memory creating the learner");
     return learner_free(l);
 }
 
@@ -694,13 +684,13 @@ static struct features *in_schema(struct in *in, struct model_shape *shape, char
 {
     uint64_t n = in_u64(in);
     if (in->bad || n == 0 || n > CONFIG_MAX_FEATURES) {
-        set_err(err, errlen, "the learner state is corrupt (schema of %" PRIu64 " features)", n);
+        errmsg_set(err, errlen, "the learner state is corrupt (schema of %" PRIu64 " features)", n);
         return NULL;
     }
     struct config_feature cols[CONFIG_MAX_FEATURES];
     char *names = malloc(in->len);
     if (!names) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return NULL;
     }
     char *np = names;
@@ -719,13 +709,13 @@ static struct features *in_schema(struct in *in, struct model_shape *shape, char
     uint64_t seed = in_u64(in);
     struct features *f = NULL;
     if (in->bad) {
-        set_err(err, errlen, "the learner state is truncated");
+        errmsg_set(err, errlen, "the learner state is truncated");
     } else if (seed != FEATURES_HASH_SEED) {
-        set_err(err, errlen, "the learner state was made with another categorical hash seed");
+        errmsg_set(err, errlen, "the learner state was made with another categorical hash seed");
     } else {
         char ferr[200];
         f = features_new(cols, (size_t)n, ferr, sizeof ferr);
-        if (!f) set_err(err, errlen, "the learner state's schema is invalid: %s", ferr);
+        if (!f) errmsg_set(err, errlen, "the learner state's schema is invalid: %s", ferr);
     }
     free(names);
     return f;
@@ -735,26 +725,26 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
 {
     uint64_t sum;
     if (len < 16) {
-        set_err(err, errlen, "not a learner state (%zu bytes)", len);
+        errmsg_set(err, errlen, "not a learner state (%zu bytes)", len);
         return -EINVAL;
     }
     memcpy(&sum, (const char *)buf + len - 8, 8);
     struct in in = {.p = buf, .len = len - 8};
     const void *magic = in_get(&in, 8);
     if (!magic || memcmp(magic, LEARNER_STATE_MAGIC, 8) != 0) {
-        set_err(err, errlen, "not a learner state (bad magic)");
+        errmsg_set(err, errlen, "not a learner state (bad magic)");
         return -EINVAL;
     }
     uint64_t format = in_u64(&in);
     if (format != STATE_FORMAT) {
-        set_err(err, errlen,
+        errmsg_set(err, errlen,
                 "learner state format %" PRIu64 " is not supported (this build "
                 "reads %d)",
                 format, STATE_FORMAT);
         return -EINVAL;
     }
     if (XXH3_64bits(buf, len - 8) != sum) {
-        set_err(err, errlen, "the learner state is corrupt (checksum mismatch)");
+        errmsg_set(err, errlen, "the learner state is corrupt (checksum mismatch)");
         return -EINVAL;
     }
     struct model_shape shape;
@@ -764,7 +754,7 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
     int rc = snapshot_check_compatible(l->f, &l->shape, f, &shape, why, sizeof why);
     features_free(f);
     if (rc < 0) {
-        set_err(err, errlen,
+        errmsg_set(err, errlen,
                 "the saved state is for another feature schema or model shape: "
                 "%s (start afresh by moving the state aside)",
                 why);
@@ -797,7 +787,7 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
         ema_last = in_get(&in, ns * sizeof(uint64_t));
     }
     if (in.bad || !pending || has_ema > 1 || in.pos != in.len) {
-        set_err(err, errlen, "the learner state is truncated or corrupt");
+        errmsg_set(err, errlen, "the learner state is truncated or corrupt");
         return -EINVAL;
     }
 
@@ -816,11 +806,11 @@ int learner_load(struct learner *l, const void *buf, size_t len, char *err, size
         if (rc == 0) rc = metrics_load(m, met_state, met_len);
         if (rc == 0) rc = model_state_load(l->m, model_state, model_len);
         if (rc == -EINVAL)
-            set_err(err, errlen,
+            errmsg_set(err, errlen,
                     "the learner state does not fit this configuration "
                     "(the optimizer changed?) or is corrupt");
     }
-    if (rc == -ENOMEM) set_err(err, errlen, "out of memory loading the learner state");
+    if (rc == -ENOMEM) errmsg_set(err, errlen, "out of memory loading the learner state");
     if (rc < 0) {
         features_norm_free(norm);
         reservoir_free(rr);

@@ -28,6 +28,7 @@
  * for readers.  Pointers must fit in 48 bits (x86-64 and AArch64 user space).
  */
 #include "snapshot.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -46,17 +47,6 @@ _Static_assert(sizeof(void *) == 8, "the snapshot slot packs 48-bit pointers in 
 #define SLOT_PTR_MASK ((UINT64_C(1) << 48) - 1)
 #define SLOT_TICKET   (UINT64_C(1) << 48)
 #define SLOT_BIAS     (INT64_C(1) << 40)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static _Atomic long live_snapshots;
 
@@ -340,7 +330,7 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     *out = NULL;
     const unsigned char *b = buf;
     if (len < HEADER_LEN + TRAILER_LEN || memcmp(b, SNAPSHOT_MAGIC, 8) != 0) {
-        set_err(err, errlen, "not a snapshot (bad magic or too short: %zu bytes)", len);
+        errmsg_set(err, errlen, "not a snapshot (bad magic or too short: %zu bytes)", len);
         return -EINVAL;
     }
     struct reader r = {.p = b, .len = len, .pos = 8};
@@ -348,19 +338,19 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     (void)get_u32(&r);
     uint64_t total = get_u64(&r);
     if (format != SNAPSHOT_FORMAT) {
-        set_err(err, errlen, "snapshot format %" PRIu32 " is not supported (this build reads %d)",
+        errmsg_set(err, errlen, "snapshot format %" PRIu32 " is not supported (this build reads %d)",
                 format, SNAPSHOT_FORMAT);
         return -EINVAL;
     }
     if (total != len) {
-        set_err(err, errlen, "snapshot is %zu bytes, its header says %" PRIu64 " (truncated?)", len,
+        errmsg_set(err, errlen, "snapshot is %zu bytes, its header says %" PRIu64 " (truncated?)", len,
                 total);
         return -EINVAL;
     }
     uint64_t sum;
     memcpy(&sum, b + len - 8, 8);
     if (XXH64(b, len - 8, 0) != sum) {
-        set_err(err, errlen, "snapshot checksum mismatch (corrupt)");
+        errmsg_set(err, errlen, "snapshot checksum mismatch (corrupt)");
         return -EINVAL;
     }
     r.len = len - TRAILER_LEN;
@@ -375,18 +365,18 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
 
     uint64_t seed = get_u64(&r);
     if (seed != FEATURES_HASH_SEED) {
-        set_err(err, errlen, "snapshot was made with another categorical hash seed");
+        errmsg_set(err, errlen, "snapshot was made with another categorical hash seed");
         return -EINVAL;
     }
     uint32_t ncol = get_u32(&r);
     if (r.short_read || ncol == 0 || ncol > CONFIG_MAX_FEATURES) {
-        set_err(err, errlen, "snapshot schema has %" PRIu32 " features", ncol);
+        errmsg_set(err, errlen, "snapshot schema has %" PRIu32 " features", ncol);
         return -EINVAL;
     }
     struct config_feature cols[CONFIG_MAX_FEATURES];
     char *names = malloc(len); /* every name fits in the buffer's length */
     if (!names) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -ENOMEM;
     }
     char *np = names;
@@ -411,26 +401,26 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     uint64_t nparams = get_u64(&r);
     if (r.short_read || bad_shape) {
         free(names);
-        set_err(err, errlen, "snapshot is truncated or has a bad shape");
+        errmsg_set(err, errlen, "snapshot is truncated or has a bad shape");
         return -EINVAL;
     }
     char ferr[256];
     struct features *f = features_new(cols, ncol, ferr, sizeof ferr);
     free(names);
     if (!f) {
-        set_err(err, errlen, "snapshot schema: %s", ferr);
+        errmsg_set(err, errlen, "snapshot schema: %s", ferr);
         return -EINVAL;
     }
     if (!shape_matches_features(f, &shape) || nparams != model_nparams(&shape) ||
         shape.activation < ACTIVATION_RELU || shape.activation > ACTIVATION_SIGMOID) {
         features_free(f);
-        set_err(err, errlen, "snapshot shape does not match its schema");
+        errmsg_set(err, errlen, "snapshot shape does not match its schema");
         return -EINVAL;
     }
     size_t need = sizeof(float) * (2 * (size_t)shape.ndense + nparams);
     if (r.len - r.pos != need) {
         features_free(f);
-        set_err(err, errlen, "snapshot has %zu bytes of weights and statistics, not %zu",
+        errmsg_set(err, errlen, "snapshot has %zu bytes of weights and statistics, not %zu",
                 r.len - r.pos, need);
         return -EINVAL;
     }
@@ -438,7 +428,7 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     float *tmp = malloc(need ? need : 1);
     if (!tmp) {
         features_free(f);
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -ENOMEM;
     }
     memcpy(tmp, b + r.pos, need);
@@ -447,7 +437,7 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     free(tmp);
     features_free(f);
     if (!s) {
-        set_err(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -ENOMEM;
     }
     XXH128_hash_t d = XXH3_128bits(b + model_at, r.len - model_at);
@@ -459,7 +449,7 @@ int snapshot_decode(const void *buf, size_t len, struct snapshot **out, char *er
     hex_of(&sd, stored);
     if (strcmp(hex, stored) != 0 || strcmp(hex, s->fingerprint) != 0) {
         snapshot_destroy(s);
-        set_err(err, errlen, "snapshot fingerprint mismatch (stored %s, computed %s)", stored, hex);
+        errmsg_set(err, errlen, "snapshot fingerprint mismatch (stored %s, computed %s)", stored, hex);
         return -EINVAL;
     }
     *out = s;
@@ -479,22 +469,22 @@ int snapshot_check_compatible(const struct features *f, const struct model_shape
     for (uint32_t i = 0; i < n && i < n2; i++) {
         const struct features_column *a = features_column(f, i), *b = features_column(f2, i);
         if (strcmp(a->name, b->name) != 0) {
-            set_err(err, errlen, "feature %" PRIu32 " is \"%s\", not \"%s\"", i + 1, b->name,
+            errmsg_set(err, errlen, "feature %" PRIu32 " is \"%s\", not \"%s\"", i + 1, b->name,
                     a->name);
             return -EINVAL;
         }
         if (a->type != b->type) {
-            set_err(err, errlen, "feature \"%s\" is %s, not %s", a->name,
+            errmsg_set(err, errlen, "feature \"%s\" is %s, not %s", a->name,
                     features_type_name(b->type), features_type_name(a->type));
             return -EINVAL;
         }
         if (a->transform != b->transform) {
-            set_err(err, errlen, "feature \"%s\" has transform %s, not %s", a->name,
+            errmsg_set(err, errlen, "feature \"%s\" has transform %s, not %s", a->name,
                     transform_name(b->transform), transform_name(a->transform));
             return -EINVAL;
         }
         if (a->buckets != b->buckets) {
-            set_err(err, errlen, "feature \"%s\" has %" PRIu32 " buckets, not %" PRIu32, a->name,
+            errmsg_set(err, errlen, "feature \"%s\" has %" PRIu32 " buckets, not %" PRIu32, a->name,
                     b->buckets, a->buckets);
             return -EINVAL;
         }
@@ -502,18 +492,18 @@ int snapshot_check_compatible(const struct features *f, const struct model_shape
     if (n != n2) {
         const struct features_column *extra =
             n2 > n ? features_column(f2, n) : features_column(f, n2);
-        set_err(err, errlen, "%" PRIu32 " features, not %" PRIu32 " (feature \"%s\" is %s)", n2, n,
+        errmsg_set(err, errlen, "%" PRIu32 " features, not %" PRIu32 " (feature \"%s\" is %s)", n2, n,
                 extra->name, n2 > n ? "extra" : "missing");
         return -EINVAL;
     }
     if (shape->nlayers != shape2->nlayers) {
-        set_err(err, errlen, "%" PRIu32 " hidden layers, not %" PRIu32, shape2->nlayers - 1,
+        errmsg_set(err, errlen, "%" PRIu32 " hidden layers, not %" PRIu32, shape2->nlayers - 1,
                 shape->nlayers - 1);
         return -EINVAL;
     }
     for (uint32_t i = 1; i < shape->nlayers; i++) {
         if (shape->width[i] != shape2->width[i]) {
-            set_err(err, errlen, "hidden layer %" PRIu32 " has width %" PRIu32 ", not %" PRIu32, i,
+            errmsg_set(err, errlen, "hidden layer %" PRIu32 " has width %" PRIu32 ", not %" PRIu32, i,
                     shape2->width[i], shape->width[i]);
             return -EINVAL;
         }
@@ -521,7 +511,7 @@ int snapshot_check_compatible(const struct features *f, const struct model_shape
     if (shape->activation != shape2->activation) {
         static const char *names[] = {"relu", "tanh", "sigmoid"};
         int a = shape->activation, b = shape2->activation;
-        set_err(err, errlen, "activation %s, not %s", b >= 0 && b <= 2 ? names[b] : "?",
+        errmsg_set(err, errlen, "activation %s, not %s", b >= 0 && b <= 2 ? names[b] : "?",
                 a >= 0 && a <= 2 ? names[a] : "?");
         return -EINVAL;
     }

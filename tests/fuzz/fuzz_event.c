@@ -2,7 +2,7 @@
  * EVENT_OK or one known reason, never a crash, a leak or undefined behaviour.
  *
  *   clang -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -iquote include \
- *       tests/fuzz/fuzz_event.c src/event.c src/features.c \
+ *       tests/fuzz/fuzz_event.c src/event.c src/features.c src/errmsg.c \
  *       $(pkg-config --cflags --libs jansson libxxhash) -lm -o build/fuzz-event
  *   build/fuzz-event -max_total_time=60 -max_len=4096 tests/fuzz/corpus-event
  *
