@@ -20,22 +20,7 @@ PROPS='kafka.properties={"session.timeout.ms":"4000","heartbeat.interval.ms":"50
 devbroker_start --partitions 4
 
 note "configurations: A crashes, B never does"
-DAEMON_PORT=$(free_port) DAEMON_STATE=$T/a DAEMON_GROUP=joined-a \
-    daemon_config_deterministic "$T/a.yaml" snapshot.max_regression=100 "$PROPS"
-PORT_A=$(sed -n 's/^  listen: 127.0.0.1://p' "$T/a.yaml")
-DAEMON_PORT=$(free_port) DAEMON_STATE=$T/b DAEMON_GROUP=joined-b \
-    daemon_config_deterministic "$T/b.yaml" snapshot.max_regression=100 "$PROPS"
-PORT_B=$(sed -n 's/^  listen: 127.0.0.1://p' "$T/b.yaml")
-[ -n "$PORT_A" ] && [ -n "$PORT_B" ] && [ "$PORT_A" != "$PORT_B" ] || fail "ports $PORT_A $PORT_B"
-
-# use A|B: points the lib_daemon helpers at that daemon.
-use() {
-    if [ "$1" = A ]; then DAEMON_PORT=$PORT_A; DAEMON_PID=$PID_A; DAEMON_STATE=$T/a
-    else DAEMON_PORT=$PORT_B; DAEMON_PID=$PID_B; DAEMON_STATE=$T/b; fi
-    PORT=$DAEMON_PORT
-}
-PID_A=""
-PID_B=""
+crash_pair joined snapshot.max_regression=100 "$PROPS"
 
 note "B: the uninterrupted run"
 use B

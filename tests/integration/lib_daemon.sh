@@ -338,6 +338,31 @@ small_tmpfs() {
 fill_fs() { dd if=/dev/zero of="$1/.filler" bs=4k > /dev/null 2>&1; sync; return 0; }
 free_fs() { rm -f "$1/.filler"; }
 
+# ---- two daemons on one broker: A (the one a test crashes) and B (never crashed) ----
+
+# crash_pair GROUP_PREFIX [key=value...]: writes $T/a.yaml and $T/b.yaml with
+# daemon_config_deterministic (state $T/a and $T/b, groups PREFIX-a and PREFIX-b, own ports,
+# the extra settings for both), sets PORT_A and PORT_B, and clears PID_A and PID_B.
+crash_pair() {
+    cp_prefix=$1; shift
+    DAEMON_PORT=$(free_port) DAEMON_STATE=$T/a DAEMON_GROUP=$cp_prefix-a \
+        daemon_config_deterministic "$T/a.yaml" "$@"
+    PORT_A=$(sed -n 's/^  listen: 127.0.0.1://p' "$T/a.yaml")
+    DAEMON_PORT=$(free_port) DAEMON_STATE=$T/b DAEMON_GROUP=$cp_prefix-b \
+        daemon_config_deterministic "$T/b.yaml" "$@"
+    PORT_B=$(sed -n 's/^  listen: 127.0.0.1://p' "$T/b.yaml")
+    [ -n "$PORT_A" ] && [ -n "$PORT_B" ] && [ "$PORT_A" != "$PORT_B" ] || fail "ports $PORT_A $PORT_B"
+    PID_A=""
+    PID_B=""
+}
+
+# use A|B: points the lib_daemon helpers at that daemon of crash_pair.
+use() {
+    if [ "$1" = A ]; then DAEMON_PORT=$PORT_A; DAEMON_PID=$PID_A; DAEMON_STATE=$T/a
+    else DAEMON_PORT=$PORT_B; DAEMON_PID=$PID_B; DAEMON_STATE=$T/b; fi
+    PORT=$DAEMON_PORT
+}
+
 # ---- self-test, when run directly rather than sourced ----
 
 ld_selftest() {
